@@ -53,7 +53,6 @@ CLASSES = (
 IMAGE_SIDE = 28
 IMAGE_PIXELS = IMAGE_SIDE * IMAGE_SIDE  # 784: each image becomes one row of 784 numbers
 FULL_TRAIN_SIZE = 60_000  # images in the official training split
-TEST_SIZE = 10_000  # images in the official test split
 
 # The four files torchvision reads, and where Debian's package
 # ``dataset-fashion-mnist`` keeps gzipped copies of them, for machines without
@@ -71,6 +70,22 @@ PROG = Path(__file__).name
 
 class UserError(Exception):
     """Something the user can fix; main() prints it as one line and exits with status 1."""
+
+
+def save_atomically(path, write):
+    """Call ``write(tmp)``, then rename ``tmp`` to ``path``.
+
+    A crash or Ctrl-C half-way leaves no half-written file under the real
+    name: ``path`` is either the complete new file or what was there before.
+    """
+    tmp = path.with_name(f".{path.name}.partial")
+    try:
+        write(tmp)
+        os.replace(tmp, path)
+    except (OSError, RuntimeError) as error:  # torch.save reports a full disk as a RuntimeError
+        raise UserError(f"could not write {path}: {error}") from None
+    finally:
+        tmp.unlink(missing_ok=True)
 
 
 # =============================================================================
@@ -248,10 +263,11 @@ def describe(model):
 # =============================================================================
 # 3. Train the model
 # =============================================================================
-# Training repeats four steps for each batch of 16 images: compute the loss,
-# clear the old gradients, let autograd compute new ones (``backward``), and
-# move every weight a small step against its gradient (``optimizer.step()``,
-# plain stochastic gradient descent with a learning rate of 0.01).
+# Training repeats four steps for each batch of 16 images: clear the old
+# gradients, compute the loss, let autograd compute the new gradients
+# (``backward``), and move every weight a small step against its gradient
+# (``optimizer.step()``, plain stochastic gradient descent with a learning
+# rate of 0.01).
 #
 # The batches come in dataset order, exactly as a ``DataLoader`` without
 # shuffling would give them, and so does the last, smaller batch (3,500 =
@@ -335,24 +351,13 @@ def plot_curve(values, ylabel, title):
     return fig
 
 
-def save_atomically(path, write):
-    """Call ``write(tmp)``, then rename ``tmp`` to ``path``.
-
-    A crash or Ctrl-C half-way leaves no half-written file under the real
-    name: ``path`` is either the complete new file or what was there before.
-    """
-    tmp = path.with_name(f".{path.name}.partial")
-    try:
-        write(tmp)
-        os.replace(tmp, path)
-    finally:
-        tmp.unlink(missing_ok=True)
-
-
 def save_figure(fig, path, keep_open=False):
+    """Save ``fig`` as a PNG; close it, unless it is kept open for plt.show()."""
     save_atomically(path, lambda tmp: fig.savefig(tmp, format="png", dpi=100))
-    if not keep_open:
-        plt.close(fig)  # free it: a closed figure is not shown by plt.show()
+    if keep_open:
+        fig.canvas.manager.set_window_title(path.name)
+    else:
+        plt.close(fig)  # frees its memory
     print(f"Saved {path}")
 
 
@@ -370,6 +375,9 @@ def save_figure(fig, path, keep_open=False):
 #   score, blue where it lowers it;
 # - confusion.png: how often each true class (row) was predicted as each
 #   class (column); the diagonal holds the correct predictions.
+#
+# Finally the trained weights are saved to model.pt and loaded back into a
+# fresh model, as another program would use them.
 
 
 def confusion_matrix(labels, predicted, n_classes=len(CLASSES)):
@@ -419,8 +427,8 @@ def plot_weights(weight):
         ax.set_title(name)
         ax.axis("off")
     fig.colorbar(shown, cax=fig.add_axes((0.89, 0.1, 0.02, 0.68)), label="weight")
-    fig.suptitle("Learned weights per class: where a dark (high-valued) pixel raises the score in red, "
-                 "lowers it in blue", fontsize=11)
+    fig.suptitle("Learned weights per class: red where a dark (high) pixel raises the class's score, "
+                 "blue where it lowers it", fontsize=11)
     return fig
 
 
@@ -569,6 +577,7 @@ def display_available():
 
 
 def write_metrics(path, args, history, interrupted, train_seconds, test=None):
+    test = test or {}  # no test results when the run was interrupted
     metrics = {
         "settings": {key: str(value) if isinstance(value, Path) else value
                      for key, value in vars(args).items()},
@@ -577,10 +586,9 @@ def write_metrics(path, args, history, interrupted, train_seconds, test=None):
         "train_loss": history["train_loss"],
         "val_accuracy": history["val_accuracy"],
         "final_val_accuracy": history["val_accuracy"][-1] if history["val_accuracy"] else None,
-        # None when the run was interrupted before the test set was reached.
-        "test_accuracy": test and test["accuracy"],
-        "test_loss": test and test["loss"],
-        "test_accuracy_per_class": test and test["accuracy_per_class"],
+        "test_accuracy": test.get("accuracy"),
+        "test_loss": test.get("loss"),
+        "test_accuracy_per_class": test.get("accuracy_per_class"),
         "train_seconds": round(train_seconds, 3),
         "torch_version": torch.__version__,
         "torchvision_version": torchvision.__version__,
