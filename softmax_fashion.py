@@ -27,6 +27,7 @@ Everything it draws or saves goes to ``outputs/`` (``--out-dir``).
 """
 
 import argparse
+import gc
 import gzip
 import json
 import math
@@ -691,6 +692,11 @@ def run(args):
 
 
 def main(argv=None):
+    # The imports above made about 370,000 Python objects (torchvision pulls in
+    # torch's compiler stack) that live as long as the program. Freezing them
+    # spares Python's garbage collector from scanning them again and again,
+    # and once more at exit: about 0.7 s of a run here.
+    gc.freeze()
     args = parse_args(argv)
     try:
         return run(args)
