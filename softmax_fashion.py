@@ -465,24 +465,21 @@ class ArgumentParser(argparse.ArgumentParser):
         self.exit(2, f"{self.prog}: error: {message} (see --help)\n")
 
 
-def positive_int(text):
-    try:
-        value = int(text)
-    except ValueError:
-        value = 0
-    if value < 1:
-        raise argparse.ArgumentTypeError(f"expected a positive whole number, got {text!r}")
-    return value
+def whole_number(minimum, maximum, allowed):
+    """An argparse type that accepts whole numbers from ``minimum`` to ``maximum``."""
+    def parse(text):
+        try:
+            value = int(text)
+        except ValueError:
+            value = None
+        if value is None or not minimum <= value <= maximum:
+            raise argparse.ArgumentTypeError(f"expected {allowed}, got {text!r}")
+        return value
+    return parse
 
 
-def non_negative_int(text):
-    try:
-        value = int(text)
-    except ValueError:
-        value = -1
-    if not 0 <= value < 2**63:
-        raise argparse.ArgumentTypeError(f"expected a whole number from 0 to 2**63 - 1, got {text!r}")
-    return value
+positive_int = whole_number(1, math.inf, "a positive whole number")
+seed_int = whole_number(0, 2**64 - 1, "a whole number from 0 to 2**64 - 1")  # what torch.manual_seed takes
 
 
 def positive_float(text):
@@ -522,7 +519,7 @@ def parse_args(argv=None):
                              "validation images included")
     parser.add_argument("--val-size", type=positive_int, default=500,
                         help="how many of those, taken from the end, to hold out for validation")
-    parser.add_argument("--seed", type=non_negative_int, default=0,
+    parser.add_argument("--seed", type=seed_int, default=0,
                         help="seed for torch.manual_seed, set right before the model is built")
     parser.add_argument("--data-dir", type=Path, default=Path("data"),
                         help="where torchvision keeps Fashion-MNIST (FashionMNIST/raw/ inside it)")
