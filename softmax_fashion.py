@@ -508,27 +508,27 @@ def parse_args(argv=None):
                     "then plot and save what it learned.",
         formatter_class=argparse.ArgumentDefaultsHelpFormatter,
     )
-    parser.add_argument("--epochs", type=positive_int, default=200,
+    parser.add_argument("--epochs", metavar="N", type=positive_int, default=200,
                         help="passes over the training images")
     parser.add_argument("--lr", type=positive_float, default=0.01,
                         help="learning rate of stochastic gradient descent")
-    parser.add_argument("--batch-size", type=positive_int, default=16,
+    parser.add_argument("--batch-size", metavar="N", type=positive_int, default=16,
                         help="training images per gradient step")
-    parser.add_argument("--train-size", type=positive_int, default=4000,
+    parser.add_argument("--train-size", metavar="N", type=positive_int, default=4000,
                         help=f"how many of the first training-split images to use (at most {FULL_TRAIN_SIZE:,}), "
                              "validation images included")
-    parser.add_argument("--val-size", type=positive_int, default=500,
+    parser.add_argument("--val-size", metavar="N", type=positive_int, default=500,
                         help="how many of those, taken from the end, to hold out for validation")
-    parser.add_argument("--seed", type=seed_int, default=0,
+    parser.add_argument("--seed", metavar="N", type=seed_int, default=0,
                         help="seed for torch.manual_seed, set right before the model is built")
-    parser.add_argument("--data-dir", type=Path, default=Path("data"),
+    parser.add_argument("--data-dir", metavar="DIR", type=Path, default=Path("data"),
                         help="where torchvision keeps Fashion-MNIST (FashionMNIST/raw/ inside it)")
-    parser.add_argument("--out-dir", type=Path, default=Path("outputs"),
+    parser.add_argument("--out-dir", metavar="DIR", type=Path, default=Path("outputs"),
                         help="where the figures, model.pt and metrics.json go")
     parser.add_argument("--device", choices=("cpu", "cuda", "mps", "auto"), default="cpu",
                         help="where to train; auto picks cuda or mps when present "
-                             "(this small model trains no faster on a GPU)")
-    parser.add_argument("--log-every", type=positive_int, default=10,
+                             "(the README says why cpu is the default)")
+    parser.add_argument("--log-every", metavar="N", type=positive_int, default=10,
                         help="print progress every this many epochs, and after the last")
     parser.add_argument("--show", action="store_true",
                         help="also open the figures in windows at the end (needs a display)")
