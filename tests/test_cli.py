@@ -51,12 +51,12 @@ def test_a_short_run_leaves_six_figures_a_model_and_metrics(short_cli_run):
     assert "linear.weight: (10, 784)" in result.stdout and "linear.bias: (10,)" in result.stdout
 
 
-def test_metrics_json_holds_the_whole_run(short_cli_run):
+def test_metrics_json_holds_the_whole_run(short_cli_run, data_dir):
     _, out_dir = short_cli_run
     metrics = json.loads((out_dir / "metrics.json").read_text())
     assert metrics["settings"] == {
         "epochs": 2, "lr": 0.01, "batch_size": 16, "train_size": 4000, "val_size": 500, "seed": 0,
-        "data_dir": metrics["settings"]["data_dir"], "out_dir": str(out_dir), "device": "cpu",
+        "data_dir": str(data_dir), "out_dir": str(out_dir), "device": "cpu",
         "log_every": 10, "show": False,
     }
     assert metrics["interrupted"] is False and metrics["epochs_completed"] == 2
