@@ -324,7 +324,7 @@ def fit(model, batches, val_images, val_labels, loss_fn, optimizer, epochs, log_
             # Steps that are too large overshoot, and the loss grows until it overflows.
             lr = optimizer.param_groups[0]["lr"]
             raise UserError(f"training stopped in epoch {epoch}: the loss became {train_loss}, so the "
-                            f"learning rate --lr {lr:g} is too high; try a smaller one, such as 0.01")
+                            f"learning rate --lr {lr:g} is too high; try a smaller one")
         val_accuracy, _, _ = evaluate(model, val_images, val_labels, loss_fn)
         history["train_loss"].append(train_loss)
         history["val_accuracy"].append(val_accuracy)
