@@ -396,10 +396,10 @@ def plot_predictions(images, labels, probabilities):
                              gridspec_kw={"width_ratios": [1, 1.5] * pairs_per_row}, squeeze=False)
     fig.subplots_adjust(left=0.01, right=0.99, bottom=0.4 / fig.get_figheight(),
                         top=1 - 0.7 / fig.get_figheight(), wspace=0.45, hspace=0.45)
-    pictures, probabilities = as_pictures(images), probabilities.cpu().tolist()
-    for i, (picture, label, probs) in enumerate(zip(pictures, labels.tolist(), probabilities)):
+    guesses = probabilities.argmax(dim=1).tolist()
+    rows = zip(as_pictures(images), labels.tolist(), guesses, probabilities.cpu().tolist())
+    for i, (picture, label, guess, probs) in enumerate(rows):
         image_ax, bar_ax = axes.flat[2 * i], axes.flat[2 * i + 1]
-        guess = max(range(len(probs)), key=probs.__getitem__)
         wrong = guess != label
         image_ax.imshow(picture, cmap="gray_r")
         image_ax.axis("off")
