@@ -10,7 +10,7 @@ deep image classifier, so it is worth knowing well.
 
 This file is the whole tutorial. Read it top to bottom, then run it:
 
-    python softmax_fashion.py            # the tutorial's settings: about 15 s on 2 CPU cores
+    python softmax_fashion.py            # the tutorial's settings: about 13 s on 2 CPU cores
     python softmax_fashion.py --help     # every setting you can change
 
 It goes through the steps in this order:

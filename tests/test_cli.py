@@ -18,10 +18,17 @@ FIGURES = ["accuracy.png", "confusion.png", "loss.png", "predictions.png", "samp
 PNG_SIGNATURE = b"\x89PNG\r\n\x1a\n"
 
 
+DISPLAY_VARIABLES = ("DISPLAY", "WAYLAND_DISPLAY", "MPLBACKEND")
+
+
+def headless_env():
+    """This process's environment without a display, as on a CI runner."""
+    return {k: v for k, v in os.environ.items() if k not in DISPLAY_VARIABLES}
+
+
 def run_script(*args, **popen_args):
     """Run the script as a user would, in a fresh Python process without a display."""
-    env = {k: v for k, v in os.environ.items() if k not in ("DISPLAY", "WAYLAND_DISPLAY", "MPLBACKEND")}
-    return subprocess.run([sys.executable, str(SCRIPT), *map(str, args)], env=env,
+    return subprocess.run([sys.executable, str(SCRIPT), *map(str, args)], env=headless_env(),
                           capture_output=True, text=True, timeout=600, **popen_args)
 
 
@@ -96,7 +103,7 @@ def test_same_flags_and_seed_give_the_same_metrics(data_dir, tmp_path):
 
 
 def test_show_without_a_display_notes_it_and_goes_on(data_dir, tmp_path, monkeypatch, capsys):
-    for name in ("DISPLAY", "WAYLAND_DISPLAY", "MPLBACKEND"):
+    for name in DISPLAY_VARIABLES:
         monkeypatch.delenv(name, raising=False)
     args = ["--show", "--epochs", "1", "--data-dir", str(data_dir), "--out-dir", str(tmp_path)]
     assert sf.main(args) == 0
@@ -223,10 +230,9 @@ def test_ctrl_c_saves_the_finished_epochs_and_exits_130(data_dir, tmp_path):
     def sigint_kills():  # a shell may start background jobs with SIGINT ignored
         signal.signal(signal.SIGINT, signal.SIG_DFL)
 
-    env = {k: v for k, v in os.environ.items() if k != "DISPLAY"}
     process = subprocess.Popen(
         [sys.executable, str(SCRIPT), "--log-every", "1", "--data-dir", str(data_dir), "--out-dir", str(tmp_path)],
-        stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=env, preexec_fn=sigint_kills)
+        stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=headless_env(), preexec_fn=sigint_kills)
     try:
         for line in process.stdout:
             if line.startswith("Epoch: 2."):
