@@ -3,85 +3,669 @@ A Softmax classifier for Fashion-MNIST images, in PyTorch
 =========================================================
 
 A Softmax classifier is the simplest neural network that sorts images into
-classes: a single linear layer that gives each class a score (a "logit"),
-followed by the softmax function, which turns the ten scores into ten
-probabilities that add up to 1. It is also the last layer of almost every
-deep image classifier, so it is worth knowing well.
+classes: one linear layer gives each class a score (a "logit"), and the
+softmax function turns the ten scores into ten probabilities that add up to 1.
+It is also the last layer of almost every deep image classifier.
 
-This file is the whole tutorial. Read it top to bottom, then run it:
+This file is the whole tutorial. Read it from top to bottom, then run it:
 
-    python softmax_fashion.py            # the tutorial's settings: about 13 s on 2 CPU cores
-    python softmax_fashion.py --help     # every setting you can change
+    python softmax_fashion.py                   # the tutorial: 200 epochs, then figures and files
+    python softmax_fashion.py --predict my.jpg  # then classify a picture of your own
 
-It goes through the steps in this order:
+It goes in this order:
 
-1. Prepare the data: 4,000 Fashion-MNIST images, 3,500 to train on, 500 to validate.
-2. Build the model: one ``nn.Linear(784, 10)``.
+1. Prepare the data: 4,000 Fashion-MNIST images, 3,500 to train on and 500 to validate.
+2. Build the model: one ``nn.Linear(784, 10)``, then follow one image through it by hand.
 3. Train the model: cross-entropy loss and plain SGD, 200 epochs of batches of 16.
-4. Plot the results: the training loss and the validation accuracy per epoch.
-5. Beyond the tutorial: test-set accuracy, predicted probabilities drawn next
-   to the images, the weights the model learned, its confusions, and a saved
-   model that loads again.
+4. Plot the results: the training loss and the validation accuracy of each epoch.
+5. Beyond the tutorial: the test set, the probabilities, the weights, the confusions,
+   and a saved model that loads again.
+6. Putting it together: the tutorial's program, as one function.
+7. Use the model: classify pictures of your own.
 
-Everything it draws or saves goes to ``outputs/`` (``--out-dir``).
+The appendix after them holds the command line and the safety net (offline
+data, file checks, Ctrl-C), which a reader can skip.
 """
 
-import argparse
-import gc
-import gzip
+import contextlib
 import json
 import math
-import os
-import shutil
-import sys
-import tempfile
 import time
 from pathlib import Path
 
-import matplotlib
 import matplotlib.pyplot as plt
 import torch
 import torchvision
 from torch import nn
 from torchvision import datasets
+from torchvision.io import decode_image
+from torchvision.transforms import v2
 
-# The ten kinds of clothing, in the order of their label numbers 0 to 9
-# (the same list as torchvision's ``datasets.FashionMNIST.classes``).
-CLASSES = (
+# =============================================================================
+# 1. Prepare the data
+# =============================================================================
+# Fashion-MNIST has 70,000 greyscale pictures of clothes, 28 x 28 pixels each,
+# 60,000 for training and 10,000 for testing. Each is labelled with one of ten
+# classes, numbered 0 to 9. torchvision knows where to download the dataset
+# and how to read its files; its dataset object keeps all the images of a
+# split in one uint8 tensor (``dataset.data``) and the labels in another
+# (``dataset.targets``).
+#
+# Like the original tutorial, we keep only the first 4,000 training images, so
+# that training takes seconds, and split them in order: 3,500 to train on, the
+# last 500 to validate, that is, to measure the model on images it does not
+# learn from. (The tutorial skips shuffling before the split "to keep the code
+# simple"; Fashion-MNIST's images come in no particular order anyway.)
+
+CLASSES = (  # the class names, in the order of their numbers 0 to 9
     "T-shirt/top", "Trouser", "Pullover", "Dress", "Coat",
     "Sandal", "Shirt", "Sneaker", "Bag", "Ankle boot",
 )
 IMAGE_SIDE = 28
-IMAGE_PIXELS = IMAGE_SIDE * IMAGE_SIDE  # 784: each image becomes one row of 784 numbers
-FULL_TRAIN_SIZE = 60_000  # images in the official training split
+TRAIN_SIZE = 4000  # the first 4,000 images of the training split...
+VAL_SIZE = 500     # ...of which the last 500 validate
 
-# The four files torchvision reads, and where Debian's package
-# ``dataset-fashion-mnist`` keeps gzipped copies of them, for machines without
-# internet access.
-RAW_FILES = (
-    "train-images-idx3-ubyte", "train-labels-idx1-ubyte",
-    "t10k-images-idx3-ubyte", "t10k-labels-idx1-ubyte",
-)
-DEBIAN_DIR = Path("/usr/share/datasets/fashion-mnist")
 
-# How many test images ``predictions.png`` draws.
-N_PREDICTIONS_SHOWN = 12
+def load_fashion_mnist(data_dir, train=True, count=None):
+    """The first ``count`` images of a split (all when None) as rows of 784 floats in [0, 1], and their labels.
+
+    ``train=True`` reads the 60,000 training images, ``train=False`` the 10,000 test images.
+    """
+    dataset = open_fashion_mnist(data_dir, train, count)  # see the appendix: offline copy, file checks
+    images = dataset.data[:count]      # uint8, N x 28 x 28: 0 is black, 255 white
+    labels = dataset.targets[:count]   # int64 class numbers 0 to 9
+    # As transforms.ToTensor() does, pixels go from 0..255 to floats in [0, 1].
+    # Each image becomes one row of 784 numbers: a linear layer sees one long vector.
+    return images.flatten(start_dim=1).float() / 255, labels
+
+
+def split(images, labels, val_size=VAL_SIZE):
+    """((train images, train labels), (validation images, validation labels)), in dataset order."""
+    n_train = len(images) - val_size
+    return (images[:n_train], labels[:n_train]), (images[n_train:], labels[n_train:])
+
+
+def as_pictures(rows):
+    """Rows of 784 numbers (a tensor) as 28 x 28 arrays that matplotlib can draw."""
+    return rows.detach().cpu().reshape(-1, IMAGE_SIDE, IMAGE_SIDE).numpy()
+
+
+def plot_samples(images, labels):
+    """The first ten images with their class names, as the tutorial draws them: light on black."""
+    fig, axes = plt.subplots(2, 5, figsize=(9, 4.4))
+    fig.subplots_adjust(left=0.02, right=0.98, bottom=0.02, top=0.84, hspace=0.25)
+    for ax, picture, label in zip(axes.flat, as_pictures(images), labels.tolist()):
+        ax.imshow(picture, cmap="gray")
+        ax.set_title(CLASSES[label])
+        ax.set_axis_off()
+    fig.suptitle("The first 10 Fashion-MNIST training images")
+    return fig
+
+
+# =============================================================================
+# 2. Build the model
+# =============================================================================
+# The model is one linear layer: 784 pixel values in, 10 class scores out,
+#
+#     logits = images @ weight.T + bias        (weight: 10 x 784, bias: 10)
+#
+# so each class owns one row of 784 weights, a template that an image is
+# compared with pixel by pixel (``weights.png`` draws the ten templates).
+#
+# Where is the softmax? ``forward`` returns the logits on purpose. The loss
+# function, ``nn.CrossEntropyLoss``, applies the softmax itself, in a form that
+# is more accurate than taking the log of probabilities computed separately.
+# Where we want the probabilities, ``predict_proba`` applies the softmax,
+# exp(z) / sum(exp(z)) for logits z: ten positive numbers that add up to 1.
+# ``follow_one_image`` below computes all of it by hand, so you can check it.
+
+
+class SoftmaxClassifier(nn.Module):
+    def __init__(self, n_inputs=IMAGE_SIDE * IMAGE_SIDE, n_classes=len(CLASSES)):
+        super().__init__()  # lets nn.Module keep track of the layers we add
+        self.linear = nn.Linear(n_inputs, n_classes)
+
+    def forward(self, images):
+        """Logits, N x 10, for N images of any shape (N x 784, N x 28 x 28, N x 1 x 28 x 28)."""
+        return self.linear(images.flatten(start_dim=1))
+
+    @torch.no_grad()  # no training here, so autograd need not record anything
+    def predict_proba(self, images):
+        """Class probabilities, N x 10: the softmax of the logits. Each row adds up to 1."""
+        if images.max() > 1:
+            raise ValueError("pixel values must be in [0, 1], as in training: divide them by 255")
+        self.eval()
+        return torch.softmax(self(images), dim=1)  # calling a module runs its forward()
+
+
+def describe(model):
+    """Print the model and the shape of each tensor it learns, as the tutorial prints its state_dict."""
+    print(model)
+    for name, tensor in model.state_dict().items():
+        print(f"  {name}: {tuple(tensor.shape)}")
+    print(f"  {sum(p.numel() for p in model.parameters()):,} parameters")
+
+
+# One image, by hand. Take a single image with its true class y, and its ten
+# logits z. The softmax gives the probabilities p = exp(z) / sum(exp(z)). The
+# cross-entropy loss is -log p[y]: near 0 when the model gives the true class a
+# probability near 1, large when it gives it little. Its gradient with respect
+# to the logits is simply p - one_hot(y): training pushes the true class's
+# logit up and every other logit down, each in proportion to its probability.
+# Each line is checked against what PyTorch computes.
+
+def follow_one_image(model, image, label):
+    """Print the logits, softmax, loss and gradient of one image, by hand, with PyTorch's differences."""
+    logits = model(image.unsqueeze(0))[0].detach().requires_grad_()  # z: a leaf, so autograd fills z.grad
+    probabilities = logits.exp() / logits.exp().sum()
+    loss = -probabilities[label].log()
+    gradient = probabilities - nn.functional.one_hot(label, len(CLASSES))
+
+    torch_loss = nn.CrossEntropyLoss()(logits.unsqueeze(0), label.unsqueeze(0))
+    torch_loss.backward()  # autograd puts d(loss)/d(logits) into logits.grad
+    differences = {
+        "torch.softmax": (probabilities - torch.softmax(logits, dim=0)).abs().max().item(),
+        "nn.CrossEntropyLoss": (loss - torch_loss).abs().item(),
+        "autograd": (gradient - logits.grad).abs().max().item(),
+    }
+    show = lambda values: " ".join(f"{v:6.2f}" for v in values.tolist())  # noqa: E731
+    label = label.item()
+    print(f"One validation image, a {CLASSES[label]} (class {label}), by hand:")
+    print(f"  logits z                {show(logits)}")
+    print(f"  softmax p               {show(probabilities)}")
+    print(f"  loss -log p[{label}]          {loss.item():.4f}")
+    print(f"  gradient p - one_hot    {show(gradient)}")
+    print("  largest difference from PyTorch: "
+          + ", ".join(f"{name} {difference:.0e}" for name, difference in differences.items()))
+    for name, difference in differences.items():
+        assert difference < 1e-5, f"by hand and {name} disagree by {difference}"
+    return differences
+
+
+# =============================================================================
+# 3. Train the model
+# =============================================================================
+# The tutorial's settings. The command line's flags use them as defaults.
+LEARNING_RATE = 0.01  # how far each step moves the weights
+BATCH_SIZE = 16       # images per step
+EPOCHS = 200          # passes over the 3,500 training images
+#
+# Training repeats four steps for each batch of 16 images: clear the old
+# gradients, compute the loss, let autograd compute the gradient of the loss
+# with respect to every weight (``backward``), and move every weight a small
+# step against its gradient (``optimizer.step()``: weight -= 0.01 * gradient,
+# plain stochastic gradient descent). One pass over all training images is
+# an epoch. Epochs are numbered from 0, as in the tutorial: epoch 199 is the
+# 200th and last.
+#
+# The batches come in dataset order, as a DataLoader without shuffling gives
+# them, the last one smaller (3,500 = 218 x 16 + 12). We cut them from the
+# image tensor once, instead of letting a DataLoader stack 16 separate images
+# again at every step: the arithmetic, and so the trained weights, are the
+# same. With ``--shuffle`` they come in a new random order every epoch.
+#
+# After each epoch, we measure the accuracy on the 500 validation images, all
+# in one batch.
+
+
+def make_batches(images, labels, batch_size=BATCH_SIZE, generator=None):
+    """The (images, labels) batches of one epoch: in dataset order, as a DataLoader without
+    shuffling cuts them, or, given a random ``generator``, in an order drawn from it."""
+    if generator is not None:
+        order = torch.randperm(len(labels), generator=generator).to(labels.device)
+        images, labels = images[order], labels[order]
+    return list(zip(images.split(batch_size), labels.split(batch_size)))
+
+
+def train_epoch(model, batches, loss_fn, optimizer, should_stop):
+    """One pass over ``batches``; returns the mean loss per image."""
+    model.train()
+    total_loss, seen = 0.0, 0
+    for images, labels in batches:
+        model.zero_grad()  # backward() adds to .grad, so clear it (as optimizer.zero_grad() does, faster)
+        loss = loss_fn(model(images), labels)  # the mean loss of this batch
+        loss.backward()
+        optimizer.step()
+        total_loss += loss.item() * len(labels)
+        seen += len(labels)
+        if should_stop():  # Ctrl-C asks for it (see the appendix)
+            break
+    return total_loss / seen
+
+
+@torch.no_grad()
+def evaluate(model, images, labels):
+    """(predicted classes, accuracy in %, mean loss) on all ``images`` at once."""
+    model.eval()
+    logits = model(images)
+    predicted = logits.argmax(dim=1)  # the largest logit, so also the largest probability
+    accuracy = 100 * (predicted == labels).sum().item() / len(labels)
+    return predicted, accuracy, nn.functional.cross_entropy(logits, labels).item()
+
+
+@contextlib.contextmanager
+def one_cpu_thread():
+    """Run the block with one CPU thread: a step on 16 images is too small to share between cores."""
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    try:
+        yield
+    finally:
+        torch.set_num_threads(threads)
+
+
+def fit(model, train_data, val_data, epochs=EPOCHS, lr=LEARNING_RATE, batch_size=BATCH_SIZE,
+        shuffle_seed=None, log_every=10, should_stop=lambda: False):
+    """Train ``model`` and return its history: the training loss and validation accuracy of each epoch.
+
+    ``train_data`` and ``val_data`` are (images, labels) pairs. With a
+    ``shuffle_seed``, the batches come in a new order every epoch, drawn from
+    a generator with that seed. Progress is printed every ``log_every``
+    epochs and after the last. ``should_stop()`` is asked after every step.
+    """
+    loss_fn = nn.CrossEntropyLoss()  # softmax, then -log p[true class], averaged over the batch
+    optimizer = torch.optim.SGD(model.parameters(), lr=lr)
+    generator = None if shuffle_seed is None else torch.Generator().manual_seed(shuffle_seed)
+    batches = make_batches(*train_data, batch_size)
+    history = {"train_loss": [], "val_accuracy": []}
+    start = time.perf_counter()
+    with one_cpu_thread():
+        for epoch in range(epochs):
+            if generator is not None:
+                batches = make_batches(*train_data, batch_size, generator)
+            train_loss = train_epoch(model, batches, loss_fn, optimizer, should_stop)
+            if not math.isfinite(train_loss):  # steps too large overshoot, and the loss overflows
+                raise UserError(f"training stopped in epoch {epoch}: the loss became {train_loss}, so the "
+                                f"learning rate --lr {lr:g} is too high; try a smaller one")
+            _, val_accuracy, _ = evaluate(model, *val_data)
+            history["train_loss"].append(train_loss)
+            history["val_accuracy"].append(val_accuracy)
+            stopping = should_stop()
+            if epoch % log_every == 0 or epoch == epochs - 1 or stopping:
+                print(f"Epoch: {epoch}. Loss: {train_loss:.4f}. Accuracy: {val_accuracy:.1f} "
+                      f"({time.perf_counter() - start:.1f} s)", flush=True)
+            if stopping:
+                break
+    return history
+
+
+# Some layers work differently while training: dropout drops random inputs,
+# batch normalisation uses the statistics of the batch. ``model.train()`` and
+# ``model.eval()`` switch them. This model has no such layer, so they change
+# nothing here, but they belong in every training loop: forgetting them is a
+# classic bug once such a layer is added.
+
+
+# =============================================================================
+# 4. Plot the results
+# =============================================================================
+# Two curves tell how training went: the training loss should fall quickly,
+# then slowly; the validation accuracy should rise and level off. A validation
+# accuracy that falls while the loss keeps falling would mean that the model
+# memorises its 3,500 training images instead of learning about clothes.
+
+
+def plot_curve(values, ylabel, title):
+    fig, ax = plt.subplots(figsize=(6.4, 4.2))
+    fig.subplots_adjust(left=0.12, right=0.97, bottom=0.12, top=0.92)
+    ax.plot(range(len(values)), values)
+    ax.set_xlabel("epoch")
+    ax.set_ylabel(ylabel)
+    ax.set_title(title)
+    ax.grid(alpha=0.3)
+    return fig
+
+
+def save_figure(fig, path, keep_open=False):
+    """Save ``fig`` as a PNG; close it, unless it is kept open for plt.show()."""
+    write_atomically(path, lambda tmp: fig.savefig(tmp, format="png", dpi=100))
+    if keep_open:
+        fig.canvas.manager.set_window_title(path.name)
+    else:
+        plt.close(fig)  # frees its memory
+    print(f"Saved {path.name}")
+
+
+# =============================================================================
+# 5. Beyond the tutorial: test set, probabilities, weights, confusions, saving
+# =============================================================================
+# The validation images measured the model after every epoch, and we look at
+# those numbers to choose settings (see "Things to try" in the README), so
+# they end up a little optimistic. The 10,000 test images give the final
+# score: they were put aside when the data was loaded and used only here.
+# They are also many more: with 500 validation images one image is 0.2
+# points, and chance alone moves the accuracy by about 1.6 points either way
+# (the standard error, sqrt(0.84 * 0.16 / 500)); with 10,000 by about 0.4.
+#
+# Then three pictures of what the model does:
+# - predictions.png: test images beside the ten probabilities that the model
+#   gives them, wrong predictions in red;
+# - weights.png: each class's row of 784 weights drawn as a 28 x 28 image, red
+#   where a light pixel raises the class's score, blue where it lowers it;
+# - confusion.png: how often each true class (row) is predicted as each class
+#   (column); the diagonal holds the correct predictions.
+#
+# Finally, the trained weights are saved to model.pt and loaded back into a
+# fresh model, as another program would use them.
+PREDICTIONS_SHOWN = 12  # test images that predictions.png draws
+
+
+def confusion_matrix(labels, predicted, n_classes=len(CLASSES)):
+    """counts[i, j]: how many images of class i were predicted as class j."""
+    counts = torch.zeros(n_classes, n_classes, dtype=torch.int64, device=labels.device)
+    # Add 1 at (true class, predicted class) for each image; repeated pairs add up.
+    return counts.index_put_((labels, predicted), torch.ones_like(labels), accumulate=True)
+
+
+def accuracy_per_class(counts):
+    """The accuracy in % on each true class, None for a class with no images."""
+    return [100 * row[i] / sum(row) if sum(row) else None for i, row in enumerate(counts.tolist())]
+
+
+def draw_probabilities(ax, probabilities, true_class=None):
+    """A bar for each class: the most probable one dark, the true one blue, a wrong guess red."""
+    guess = max(range(len(CLASSES)), key=probabilities.__getitem__)
+    colors = ["lightgray"] * len(CLASSES)
+    colors[guess] = "dimgray"
+    if true_class is not None:
+        colors[true_class] = "tab:blue"
+        if guess != true_class:
+            colors[guess] = "tab:red"
+    ax.barh(range(len(CLASSES)), probabilities, color=colors)
+    ax.set_xlim(0, 1)
+    ax.set_xticks([0, 0.5, 1], ["0", "50%", "100%"], fontsize=7)
+    ax.set_yticks(range(len(CLASSES)), CLASSES, fontsize=7)
+    ax.invert_yaxis()  # class 0 at the top
+
+
+def plot_predictions(images, labels, probabilities, per_row=3):
+    """Each image beside a bar chart of its ten class probabilities."""
+    n_rows = math.ceil(len(images) / per_row)
+    fig, axes = plt.subplots(n_rows, 2 * per_row, figsize=(13, 2.3 * n_rows + 0.6), squeeze=False,
+                             gridspec_kw={"width_ratios": [1, 1.5] * per_row})
+    fig.subplots_adjust(left=0.01, right=0.99, bottom=0.4 / fig.get_figheight(),
+                        top=1 - 0.7 / fig.get_figheight(), wspace=0.45, hspace=0.45)
+    rows = zip(as_pictures(images), labels.tolist(), probabilities.cpu().tolist())
+    for i, (picture, label, probs) in enumerate(rows):
+        image_ax, bar_ax = axes.flat[2 * i], axes.flat[2 * i + 1]
+        guess = max(range(len(CLASSES)), key=probs.__getitem__)
+        image_ax.imshow(picture, cmap="gray")
+        image_ax.set_axis_off()
+        image_ax.set_title(f"{CLASSES[guess]} {probs[guess]:.0%}\n(true: {CLASSES[label]})",
+                           color="tab:red" if guess != label else "black", fontsize=9)
+        draw_probabilities(bar_ax, probs, label)
+    for ax in axes.flat[2 * len(images):]:
+        ax.set_axis_off()
+    fig.suptitle("Predicted probabilities for the first test images: "
+                 "blue is the true class, red a wrong prediction")
+    return fig
+
+
+def plot_weights(weight):
+    """The ten rows of the weight matrix as 28 x 28 images, on one colour scale centred at 0."""
+    limit = weight.abs().max().item()
+    fig, axes = plt.subplots(2, 5, figsize=(10, 4.6))
+    fig.subplots_adjust(left=0.02, right=0.86, bottom=0.03, top=0.85, hspace=0.25)
+    for ax, template, name in zip(axes.flat, as_pictures(weight), CLASSES):
+        shown = ax.imshow(template, cmap="RdBu_r", vmin=-limit, vmax=limit)
+        ax.set_title(name)
+        ax.set_axis_off()
+    fig.colorbar(shown, cax=fig.add_axes((0.89, 0.1, 0.02, 0.68)), label="weight")
+    fig.suptitle("Learned weights per class: red where a light pixel raises the class's score, "
+                 "blue where it lowers it", fontsize=11)
+    return fig
+
+
+def plot_confusion(counts):
+    total, correct = counts.sum().item(), counts.diagonal().sum().item()
+    fig, ax = plt.subplots(figsize=(7.5, 6.6))
+    fig.subplots_adjust(left=0.2, right=0.98, bottom=0.2, top=0.93)
+    ax.imshow(counts.numpy(), cmap="Blues")
+    ticks = range(len(CLASSES))
+    ax.set_xticks(ticks, CLASSES, rotation=45, ha="right")
+    ax.set_yticks(ticks, CLASSES)
+    ax.set_xlabel("predicted class")
+    ax.set_ylabel("true class")
+    dark = counts.max().item() / 2
+    for i, row in enumerate(counts.tolist()):
+        for j, count in enumerate(row):
+            ax.text(j, i, count, ha="center", va="center", fontsize=8,
+                    color="white" if count > dark else "black")
+    ax.set_title(f"Confusion matrix on {total:,} test images (accuracy {100 * correct / total:.1f}%)")
+    return fig
+
+
+def save_model(model, path):
+    """Save the learned tensors (the state_dict): the class itself is in this file."""
+    state = {name: tensor.cpu() for name, tensor in model.state_dict().items()}  # loads without a GPU
+    write_atomically(path, lambda tmp: torch.save(state, tmp))
+
+
+def load_model(path, device="cpu"):
+    """A new SoftmaxClassifier with the weights saved in ``path``."""
+    model = SoftmaxClassifier()
+    model.load_state_dict(torch.load(path, map_location=device, weights_only=True))
+    return model.to(device)
+
+
+# =============================================================================
+# 6. Putting it together
+# =============================================================================
+# The tutorial's program: sections 1 to 5, in order. ``settings`` holds the
+# values of the command line's flags (see the appendix); the defaults are the
+# tutorial's. The trained model is saved as soon as training ends, so that
+# nothing that happens later can lose it.
+
+
+def run_tutorial(settings, stop=None):
+    """Train, plot and save as the tutorial does; return what metrics.json records."""
+    out, device, show = settings.out_dir, torch.device(settings.device), settings.show
+    stop = stop or GracefulStop()
+
+    # 1. Prepare the data. The test images are checked now and then put aside for section 5.
+    images, labels = load_fashion_mnist(settings.data_dir, train=True, count=settings.train_size)
+    test_images, test_labels = load_fashion_mnist(settings.data_dir, train=False)
+    (train_images, train_labels), (val_images, val_labels) = split(images, labels, settings.val_size)
+    print(f"Images: {len(train_images):,} to train, {len(val_images):,} to validate, "
+          f"{len(test_images):,} to test, each a row of {train_images.shape[1]} pixels")
+    save_figure(plot_samples(train_images[:10], train_labels[:10]), out / "samples.png", show)
+
+    # 2. Build the model. Seeding first fixes its random starting weights.
+    torch.manual_seed(settings.seed)
+    model = SoftmaxClassifier().to(device)
+    describe(model)
+
+    # 3. Train the model, then save it at once.
+    train_data = train_images.to(device), train_labels.to(device)
+    val_data = val_images.to(device), val_labels.to(device)
+    start = time.perf_counter()
+    with stop.during_training():
+        history = fit(model, train_data, val_data, epochs=settings.epochs, lr=settings.lr,
+                      batch_size=settings.batch_size, log_every=settings.log_every,
+                      shuffle_seed=settings.seed if settings.shuffle else None, should_stop=stop.requested)
+    save_model(model, out / "model.pt")
+    record = new_record(settings, history, stop.requested(), time.perf_counter() - start)
+    save_json(record, out / "metrics.json")
+    if stop.requested():
+        print(f"{stop.signal_name()} stopped training in epoch {record['epochs_run'] - 1}: "
+              f"finishing the run with the model as it is (Ctrl-C again quits at once).", flush=True)
+    print("Saved model.pt and metrics.json")
+    follow_one_image(model, val_data[0][0], val_data[1][0])  # section 2, with the trained model
+
+    # 4. Plot the results.
+    save_figure(plot_curve(history["train_loss"], "mean cross-entropy loss", "Training loss per epoch"),
+                out / "loss.png", show)
+    save_figure(plot_curve(history["val_accuracy"], "accuracy (%)",
+                           f"Validation accuracy per epoch ({len(val_images)} images)"),
+                out / "accuracy.png", show)
+
+    # 5. Beyond the tutorial.
+    test_images, test_labels = test_images.to(device), test_labels.to(device)
+    predicted, test_accuracy, test_loss = evaluate(model, test_images, test_labels)
+    counts = confusion_matrix(test_labels, predicted).cpu()
+    per_class = accuracy_per_class(counts)
+    print(f"Test set ({len(test_labels):,} images): accuracy {test_accuracy:.1f}%, mean loss {test_loss:.4f}")
+    for name, accuracy in zip(CLASSES, per_class):
+        print(f"  {name:<12} " + ("no images" if accuracy is None else f"{accuracy:5.1f}%"))
+    shown = slice(0, PREDICTIONS_SHOWN)
+    save_figure(plot_predictions(test_images[shown], test_labels[shown], model.predict_proba(test_images[shown])),
+                out / "predictions.png", show)
+    save_figure(plot_weights(model.linear.weight), out / "weights.png", show)
+    save_figure(plot_confusion(counts), out / "confusion.png", show)
+    reloaded = load_model(out / "model.pt", device)
+    same = torch.equal(evaluate(reloaded, test_images, test_labels)[0], predicted)
+    print(f"Loaded model.pt into a new model: it predicts the same test classes: {same}")
+    record.update(test_accuracy=test_accuracy, test_loss=test_loss,
+                  test_accuracy_per_class=dict(zip(CLASSES, per_class)))
+    save_json(record, out / "metrics.json")
+    print("Saved metrics.json, now with the test results")
+    if show:
+        plt.show()
+    return record
+
+
+# =============================================================================
+# 7. Use the model
+# =============================================================================
+# A trained model is meant to be used on new pictures, a photo of a shoe, say.
+# But it knows only what it saw: centred garments, light on a black
+# background, 28 x 28 pixels, in greyscale. A picture has to be prepared the
+# way Fashion-MNIST's own images were made from the shop's product photos.
+# Its authors list the steps (Xiao, Rasul and Vollgraf, 2017, section 2):
+#
+# 1. trim the edges that have the colour of the corner pixels;
+# 2. resize the longest edge to 28 pixels;
+# 3. sharpen;
+# 4. extend the shortest edge to 28 and put the image in the centre;
+# 5. negate the intensities;
+# 6. convert to 8-bit greyscale.
+#
+# ``prepare_picture`` does them with torchvision's transforms, in a slightly
+# different order: greyscale and negation come first, so that the edges that
+# step 4 adds are black like the background. It negates only pictures with a
+# light background, as product photos have; one that is already light on dark
+# stays as it is. ``predict.png`` shows each picture next to the 28 x 28 image
+# that the model sees: that image, not the photo, is what the model judges.
+PICTURES_SHOWN = 12  # pictures that predict.png draws
+
+
+def on_white(picture):
+    """A C x H x W picture of any bit depth as floats in [0, 1]; one with transparency laid on white."""
+    picture = v2.functional.to_dtype(picture, torch.float32, scale=True)
+    if len(picture) in (2, 4):  # grey or colour, then an alpha channel
+        picture, alpha = picture[:-1], picture[-1:]
+        picture = picture * alpha + (1 - alpha)
+    return picture
+
+
+def prepare_picture(picture):
+    """A picture (C x H x W tensor, as decode_image gives) as a Fashion-MNIST image: 1 x 28 x 28 in [0, 1]."""
+    picture = on_white(picture)
+    grey = v2.functional.rgb_to_grayscale(picture) if len(picture) == 3 else picture  # 6. greyscale
+    background = grey[0, [0, 0, -1, -1], [0, -1, 0, -1]].median()  # the corners' colour
+    if background > 0.5:  # 5. negate a light background, as product photos have, to a dark one
+        grey, background = 1 - grey, 1 - background
+    rows, cols = ((grey[0] - background).abs() > 0.1).nonzero(as_tuple=True)  # pixels of the garment
+    if len(rows):  # 1. trim the edges of the background's colour
+        grey = grey[:, rows.min():rows.max() + 1, cols.min():cols.max() + 1]
+    grey = v2.Resize(size=None, max_size=IMAGE_SIDE)(grey)  # 2. longest edge to 28
+    grey = v2.functional.adjust_sharpness(grey.clamp(0, 1), sharpness_factor=2)  # 3. sharpen
+    # 4. Pad with black to 28 x 28, centred as in the dataset: an odd margin's extra pixel goes
+    # left (or on top). This model is so sensitive to position that one pixel matters.
+    height, width = grey.shape[1:]
+    left, top = (IMAGE_SIDE + 1 - width) // 2, (IMAGE_SIDE + 1 - height) // 2
+    grey = v2.functional.pad(grey, [left, top, IMAGE_SIDE - width - left, IMAGE_SIDE - height - top])
+    return (grey * 255).round() / 255  # 6. 8-bit levels, as in the dataset's files
+
+
+def top_classes(probabilities, k=3):
+    """'Ankle boot 91%, Sneaker 6%, Sandal 2%': the ``k`` most probable classes."""
+    values, indices = probabilities.topk(k)
+    return ", ".join(f"{CLASSES[i]} {p:.0%}" for p, i in zip(values.tolist(), indices.tolist()))
+
+
+def plot_pictures(names, pictures, prepared, probabilities):
+    """For each picture: as given, as the model sees it, and the model's probabilities."""
+    fig, axes = plt.subplots(len(pictures), 3, figsize=(8, 1.9 * len(pictures) + 0.5), squeeze=False,
+                             gridspec_kw={"width_ratios": [1.4, 1, 1.6]})
+    fig.subplots_adjust(left=0.01, right=0.98, bottom=0.35 / fig.get_figheight(),
+                        top=1 - 0.55 / fig.get_figheight(), wspace=0.35, hspace=0.5)
+    for (given_ax, seen_ax, bar_ax), name, picture, image, probs in zip(
+            axes, names, pictures, prepared, probabilities.tolist()):
+        given_ax.imshow(on_white(picture).permute(1, 2, 0).squeeze().numpy(), cmap="gray")  # H x W x C
+        given_ax.set_title(name, fontsize=9)
+        seen_ax.imshow(image[0].numpy(), cmap="gray", vmin=0, vmax=1)
+        seen_ax.set_title("what the model sees", fontsize=9)
+        for ax in (given_ax, seen_ax):
+            ax.set_axis_off()
+        draw_probabilities(bar_ax, probs)
+    fig.suptitle("Your pictures, prepared as Fashion-MNIST's images were, and the model's probabilities")
+    return fig
+
+
+def classify_pictures(model, paths, out_dir, show=False):
+    """Print the three most probable classes of each picture file, and draw predict.png."""
+    pictures = [read_picture(path) for path in paths]  # see the appendix: decode_image, with clear errors
+    prepared = torch.stack([prepare_picture(picture) for picture in pictures])
+    probabilities = model.predict_proba(prepared.to(model.linear.weight.device)).cpu()
+    for path, probs in zip(paths, probabilities):
+        print(f"{path.name}: {top_classes(probs)}")
+    shown = slice(0, PICTURES_SHOWN)
+    fig = plot_pictures([path.name for path in paths[shown]], pictures[shown], prepared[shown], probabilities[shown])
+    save_figure(fig, out_dir / "predict.png", show)
+    if show:
+        plt.show()
+    return probabilities
+
+
+# =============================================================================
+# Appendix: the command line and the safety net
+# =============================================================================
+# Everything above is the tutorial. What follows makes it a program that is
+# kind to its users: the flags and their checks, an offline copy of the data,
+# checks of the dataset's files, files that are never left half-written, and
+# Ctrl-C. Every problem that a user can fix ends in one line on stderr, naming
+# what is wrong and what to do, and a non-zero exit status.
+
+import argparse  # noqa: E402  (the appendix's own imports, kept out of the story above)
+import gc  # noqa: E402
+import gzip  # noqa: E402
+import hashlib  # noqa: E402
+import os  # noqa: E402
+import signal  # noqa: E402
+import sys  # noqa: E402
+import tempfile  # noqa: E402
+import zlib  # noqa: E402
+
+from matplotlib.backends import BackendFilter, backend_registry  # noqa: E402
+from torchvision.io import ImageReadMode  # noqa: E402
+
 PROG = Path(__file__).name
+HERE = Path(__file__).resolve().parent  # the default folders are the repository's own
+FULL_TRAIN_SIZE = 60_000  # images in the training split
 
 
 class UserError(Exception):
     """Something the user can fix; main() prints it as one line and exits with status 1."""
 
 
-def save_atomically(path, write):
-    """Call ``write(tmp)``, then rename ``tmp`` to ``path``.
+# --- Files are never left half-written ---
 
-    A crash or Ctrl-C half-way leaves no half-written file under the real
-    name: ``path`` is either the complete new file or what was there before.
+def write_atomically(path, write):
+    """Call ``write(tmp)`` on a new temporary file beside ``path``, then rename it to ``path``.
+
+    ``path`` is always either the complete new file or what was there before,
+    whatever happens during the write, and runs side by side never share a
+    temporary file. The temporary file is removed on any error or signal.
     """
-    tmp = path.with_name(f".{path.name}.partial")
+    fd, name = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".partial")
+    tmp = Path(name)
     try:
+        os.close(fd)
         write(tmp)
+        umask = os.umask(0)
+        os.umask(umask)
+        os.chmod(tmp, 0o666 & ~umask)  # mkstemp makes files private; give it the usual permissions
         os.replace(tmp, path)
     except (OSError, RuntimeError) as error:  # torch.save reports a full disk as a RuntimeError
         raise UserError(f"could not write {path}: {error}") from None
@@ -89,80 +673,52 @@ def save_atomically(path, write):
         tmp.unlink(missing_ok=True)
 
 
-# =============================================================================
-# 1. Prepare the data
-# =============================================================================
-# Fashion-MNIST has 70,000 greyscale photos of clothing, 28x28 pixels each:
-# 60,000 for training and 10,000 for testing, each labelled with one of the
-# ten CLASSES above. It was made as a harder drop-in replacement for the
-# handwritten digits of MNIST.
-#
-# torchvision knows where to download it from and how to read its files. The
-# dataset object it returns keeps every image as one uint8 tensor in
-# ``dataset.data`` (60000 x 28 x 28) and the labels in ``dataset.targets``. We
-# take the first images straight from those tensors: indexing the dataset one
-# sample at a time would build 60,000 PIL images just to throw most away.
-#
-# Pixels are scaled from 0..255 to floats in [0, 1], exactly as
-# ``transforms.ToTensor()`` does, and each image is flattened to a row of 784
-# numbers, because a linear layer sees an image as one long vector.
+def save_json(data, path):
+    """Strict JSON: a NaN or infinity would be a bug, so it raises instead of writing ``NaN``."""
+    write_atomically(path, lambda tmp: tmp.write_text(json.dumps(data, indent=2, allow_nan=False) + "\n"))
 
 
-def copy_offline_files(raw_dir, debian_dir=DEBIAN_DIR):
-    """Decompress the Debian package's copy of Fashion-MNIST into ``raw_dir``.
-
-    torchvision takes files that are already in ``<data dir>/FashionMNIST/raw``
-    as downloaded. Debian recompressed its ``.gz`` files, so their checksums
-    are not the ones torchvision expects, but their contents are the originals:
-    decompressed under the names torchvision looks for, they are accepted.
-    Does nothing when the files are there already or there is no Debian copy.
-    """
-    missing = [name for name in RAW_FILES if not (raw_dir / name).exists()]
-    sources = [debian_dir / f"{name}.gz" for name in missing]
-    if not missing or not all(source.exists() for source in sources):
-        return
-    print(f"Decompressing the offline copy of Fashion-MNIST from {debian_dir} into {raw_dir}")
-    raw_dir.mkdir(parents=True, exist_ok=True)
-    for name, source in zip(missing, sources):
-        with gzip.open(source, "rb") as compressed:
-            save_atomically(raw_dir / name, lambda tmp: write_stream(compressed, tmp))
-
-
-def write_stream(stream, path):
-    with open(path, "wb") as out:
-        shutil.copyfileobj(stream, out)
+def new_record(settings, history, interrupted, train_seconds):
+    """What metrics.json holds after training; the test results are added at the end of the run."""
+    return {
+        "settings": {key: str(value) if isinstance(value, Path) else value
+                     for key, value in vars(settings).items() if key != "predict"},
+        "interrupted": interrupted,
+        "epochs_run": len(history["train_loss"]),
+        "train_loss": history["train_loss"],
+        "val_accuracy": history["val_accuracy"],
+        "final_val_accuracy": history["val_accuracy"][-1],
+        "test_accuracy": None,
+        "test_loss": None,
+        "test_accuracy_per_class": None,
+        "train_seconds": round(train_seconds, 3),
+        "torch_version": torch.__version__,
+        "torchvision_version": torchvision.__version__,
+    }
 
 
-def check_idx_file(path):
-    """Raise UserError unless ``path`` holds as many bytes as its IDX header announces.
-
-    Each file starts with a magic number (two zero bytes, the type 0x08 for
-    unsigned bytes, and the number of dimensions) and the size of each
-    dimension; the data follows. A download cut short fails this check.
-    """
-    fix = "delete it and run again to fetch a fresh copy"
-    with open(path, "rb") as f:
-        header = f.read(4)
-        n_dims = header[3] if len(header) == 4 else 0
-        sizes = f.read(4 * n_dims)
-    if header[:3] != b"\x00\x00\x08" or n_dims not in (1, 3) or len(sizes) != 4 * n_dims:
-        raise UserError(f"{path} is not a Fashion-MNIST file (its header is damaged): {fix}")
-    dims = [int.from_bytes(sizes[i:i + 4], "big") for i in range(0, len(sizes), 4)]
-    expected = 4 + 4 * n_dims + math.prod(dims)
-    actual = path.stat().st_size
-    if actual != expected:
-        raise UserError(f"{path} is truncated or corrupt ({actual:,} bytes instead of {expected:,}): {fix}")
+# --- The dataset: an offline copy, and checks of its files ---
+# The four files that torchvision reads, with the MD5 checksums of the
+# original, decompressed files, and where Debian's package
+# ``dataset-fashion-mnist`` keeps gzipped copies of them for machines
+# without internet. Debian recompressed them, so torchvision would reject the
+# ``.gz`` files' checksums; decompressed under the names that torchvision
+# looks for, they are taken as downloaded.
+RAW_FILES = {
+    "train-images-idx3-ubyte": "f4a8712d7a061bf5bd6d2ca38dc4d50a",
+    "train-labels-idx1-ubyte": "9018921c3c673c538a1fc5bad174d6f9",
+    "t10k-images-idx3-ubyte": "8181f5470baa50b63fa0f6fddb340f0a",
+    "t10k-labels-idx1-ubyte": "15d484375f8d13e6eb1aabb0c3f46965",
+}
+DEBIAN_DIR = Path("/usr/share/datasets/fashion-mnist")
+REFETCH = "delete it and run again to fetch a fresh copy"
 
 
-def load_fashion_mnist(data_dir, train=True, count=None, debian_dir=DEBIAN_DIR):
-    """Return the first ``count`` images (N x 784, float32 in [0, 1]) and labels (N, int64).
-
-    ``train=True`` reads the 60,000-image training split, ``train=False`` the
-    10,000-image test split; ``count=None`` takes all of it.
-    """
+def open_fashion_mnist(data_dir, train, count=None):
+    """torchvision's FashionMNIST dataset of one split, its files checked, from the offline copy if need be."""
     raw_dir = Path(data_dir) / "FashionMNIST" / "raw"
     try:
-        copy_offline_files(raw_dir, debian_dir)
+        copy_offline_files(raw_dir)
         present = [raw_dir / name for name in RAW_FILES if (raw_dir / name).exists()]
         for path in present:
             check_idx_file(path)
@@ -184,279 +740,151 @@ def load_fashion_mnist(data_dir, train=True, count=None, debian_dir=DEBIAN_DIR):
             f"{', '.join(RAW_FILES)} in {raw_dir}/"
         ) from None
 
-    available = len(dataset.data)
-    count = available if count is None else count
-    if count > available:
-        raise UserError(f"asked for {count:,} images, but {raw_dir} holds only {available:,}")
-    images = dataset.data[:count].reshape(count, IMAGE_PIXELS).to(torch.float32).div_(255)
-    labels = dataset.targets[:count].clone()  # int64 class indices; clone() lets the rest be freed
-    return images, labels
+    labels_file = raw_dir / ("train-labels-idx1-ubyte" if train else "t10k-labels-idx1-ubyte")
+    bad = ((dataset.targets < 0) | (dataset.targets >= len(CLASSES))).nonzero()
+    if len(bad):
+        i = bad[0].item()
+        raise UserError(f"{labels_file} is damaged: label {i} is {dataset.targets[i].item()}, but the "
+                        f"classes are numbered 0 to {len(CLASSES) - 1}; {REFETCH}")
+    if count is not None and count > len(dataset.data):
+        raise UserError(f"asked for {count:,} images, but {raw_dir} holds only {len(dataset.data):,}")
+    return dataset
 
 
-def split(images, labels, val_size):
-    """Split in dataset order: all but the last ``val_size`` samples train, the last validate.
+def copy_offline_files(raw_dir):
+    """Decompress the files missing from ``raw_dir`` from Debian's copy, when there is one, and verify them."""
+    missing = [name for name in RAW_FILES if not (raw_dir / name).exists()]
+    sources = [DEBIAN_DIR / f"{name}.gz" for name in missing]
+    if not missing or not all(source.exists() for source in sources):
+        return
+    print(f"Decompressing the offline copy of Fashion-MNIST from {DEBIAN_DIR} into {raw_dir}")
+    raw_dir.mkdir(parents=True, exist_ok=True)
+    for name, source in zip(missing, sources):
+        write_atomically(raw_dir / name, lambda tmp: decompress_verified(source, tmp, RAW_FILES[name]))
 
-    Shuffling first is the usual advice; the tutorial keeps the order so that
-    every run sees the same split.
+
+def decompress_verified(source, target, md5):
+    """Decompress ``source`` into ``target``; raise UserError unless the result has the original's MD5."""
+    digest = hashlib.md5(usedforsecurity=False)
+    try:
+        with gzip.open(source) as compressed, open(target, "wb") as out:
+            while chunk := compressed.read(1 << 20):
+                digest.update(chunk)
+                out.write(chunk)
+    except (EOFError, zlib.error, gzip.BadGzipFile) as error:
+        raise UserError(f"cannot decompress {source} ({error}): reinstall it with "
+                        f"'apt-get install --reinstall dataset-fashion-mnist'") from None
+    if digest.hexdigest() != md5:
+        raise UserError(f"{source} does not decompress to the original Fashion-MNIST file (its MD5 "
+                        f"checksum differs): reinstall it with 'apt-get install --reinstall dataset-fashion-mnist'")
+
+
+def check_idx_file(path):
+    """Raise UserError unless ``path`` holds as many bytes as its IDX header announces.
+
+    Each file starts with a magic number (two zero bytes, the type 0x08 for
+    unsigned bytes, and the number of dimensions) and the size of each
+    dimension; the data follows. A download cut short fails this check.
     """
-    n_train = len(images) - val_size
-    return (images[:n_train], labels[:n_train]), (images[n_train:], labels[n_train:])
+    with open(path, "rb") as f:
+        header = f.read(4)
+        n_dims = header[3] if len(header) == 4 else 0
+        sizes = f.read(4 * n_dims)
+    if header[:3] != b"\x00\x00\x08" or n_dims not in (1, 3) or len(sizes) != 4 * n_dims:
+        raise UserError(f"{path} is not a Fashion-MNIST file (its header is damaged): {REFETCH}")
+    dims = [int.from_bytes(sizes[i:i + 4], "big") for i in range(0, len(sizes), 4)]
+    expected = 4 + 4 * n_dims + math.prod(dims)
+    actual = path.stat().st_size
+    if actual != expected:
+        raise UserError(f"{path} is truncated or corrupt ({actual:,} bytes instead of {expected:,}): {REFETCH}")
 
 
-def as_pictures(rows):
-    """Rows of 784 numbers (a tensor) as 28x28 arrays that matplotlib can draw."""
-    return rows.detach().cpu().reshape(-1, IMAGE_SIDE, IMAGE_SIDE).numpy()
+# --- Pictures and models for --predict ---
+
+def read_picture(path):
+    """The picture in a PNG, JPEG, GIF or WebP file, as a C x H x W uint8 tensor, turned as the camera meant."""
+    if not path.is_file():
+        raise UserError(f"{path}: {'not a file' if path.exists() else 'no such file'}")
+    try:
+        return decode_image(str(path), mode=ImageReadMode.UNCHANGED, apply_exif_orientation=True)
+    except RuntimeError:
+        raise UserError(f"{path} is not a picture that torchvision can read (PNG, JPEG, GIF or WebP)") from None
 
 
-def plot_samples(images, labels):
-    """The first ten images with their class names, to see what the model is up against."""
-    fig, axes = plt.subplots(2, 5, figsize=(9, 4.4))
-    fig.subplots_adjust(left=0.02, right=0.98, bottom=0.02, top=0.84, hspace=0.25)
-    for ax, picture, label in zip(axes.flat, as_pictures(images), labels.tolist()):
-        ax.imshow(picture, cmap="gray_r")  # dark on light, like a catalogue photo
-        ax.set_title(CLASSES[label])
-        ax.axis("off")
-    fig.suptitle("The first 10 Fashion-MNIST training images")
-    return fig
+def load_trained_model(path, device):
+    if not path.is_file():
+        command = f"python {PROG}" + (f" --out-dir {path.parent}" if path.parent != OUT_DIR else "")
+        raise UserError(f"no trained model at {path} yet: train one first with '{command}'")
+    try:
+        return load_model(path, device)
+    except Exception as error:  # not a torch file, or tensors of other names or shapes
+        reason = str(error).strip().splitlines()[0]
+        raise UserError(f"{path} does not hold this tutorial's model ({reason}): "
+                        f"train a new one with 'python {PROG}'") from None
 
 
-# =============================================================================
-# 2. Build the model
-# =============================================================================
-# The model is one linear layer: 784 pixel values in, 10 class scores out,
-#
-#     logits = images @ weight.T + bias,   weight: 10 x 784, bias: 10
-#
-# so each class owns one row of 784 weights, a template that the image is
-# compared with pixel by pixel (``weights.png`` draws the ten templates).
-#
-# Where is the softmax? ``forward`` returns the raw scores, the logits, on
-# purpose: ``nn.CrossEntropyLoss`` applies log-softmax to the logits itself,
-# which is more accurate than taking the log of probabilities computed
-# separately. When we want the probabilities, ``predict_proba`` applies the
-# softmax, exp(logit) / sum(exp(logits)), so that the ten numbers are
-# positive and add up to 1.
+# --- Ctrl-C and SIGTERM ---
+# The first Ctrl-C (SIGINT) or SIGTERM (what `kill`, a job scheduler or a
+# container runtime sends) during training stops it at the end of the current
+# step; the run then finishes with the model as it is, as if that epoch were
+# the last, and exits with 130 or 143. Any other such signal quits at once,
+# and files being written are removed on the way out.
+EXIT_STATUS = {signal.SIGINT: 130, signal.SIGTERM: 143}  # 128 + the signal's number, as shells report
 
 
-class SoftmaxClassifier(nn.Module):
-    def __init__(self, n_inputs=IMAGE_PIXELS, n_classes=len(CLASSES)):
-        super().__init__()
-        self.linear = nn.Linear(n_inputs, n_classes)
+class Interrupted(KeyboardInterrupt):
+    """Raised by a signal that quits at once; remembers which one for the exit status."""
 
-    def forward(self, images):
-        """Logits (N x 10) for images of any shape with 784 pixels each (N x 784, N x 1 x 28 x 28, ...)."""
-        return self.linear(images.reshape(-1, self.linear.in_features))
-
-    @torch.no_grad()
-    def predict_proba(self, images):
-        """Class probabilities (N x 10): the softmax of the logits. Each row sums to 1."""
-        return torch.softmax(self(images), dim=1)
+    def __init__(self, signum):
+        super().__init__(signal.Signals(signum).name)
+        self.signum = signum
 
 
-def describe(model):
-    """Print the shape of each learned tensor, as the tutorial shows its ``state_dict``."""
-    print(model)
-    for name, tensor in model.state_dict().items():
-        print(f"  {name}: {tuple(tensor.shape)}")
-    print(f"  {sum(p.numel() for p in model.parameters()):,} parameters")
+def quit_at_once(signum, frame):
+    for other in EXIT_STATUS:  # already quitting: let further signals not cut the cleanup short
+        signal.signal(other, signal.SIG_IGN)
+    raise Interrupted(signum)
 
 
-# =============================================================================
-# 3. Train the model
-# =============================================================================
-# Training repeats four steps for each batch of 16 images: clear the old
-# gradients, compute the loss, let autograd compute the new gradients
-# (``backward``), and move every weight a small step against its gradient
-# (``optimizer.step()``, plain stochastic gradient descent with a learning
-# rate of 0.01).
-#
-# The batches come in dataset order, exactly as a ``DataLoader`` without
-# shuffling would give them, and so does the last, smaller batch (3,500 =
-# 218 x 16 + 12). We cut them from the image tensor once, instead of letting
-# a DataLoader stack 16 separate tensors again at every step of every epoch:
-# the arithmetic, and therefore the trained weights, are the same.
-#
-# After each epoch (one pass over the 3,500 training images) we measure the
-# accuracy on the 500 validation images, all in one batch and under
-# ``torch.no_grad()``, since no gradients are needed there.
-#
-# On a CPU the script trains with one thread: a step on 16 images is so small
-# that sharing it between cores costs more time than it saves.
+@contextlib.contextmanager
+def handling_signals(handler):
+    """Let ``handler`` take SIGINT and SIGTERM during the block (main thread only), then restore the old ones."""
+    previous = {}
+    with contextlib.suppress(ValueError):  # signal.signal works only in the main thread
+        for signum in EXIT_STATUS:
+            if signal.getsignal(signum) is not signal.SIG_IGN:  # a signal ignored by the caller stays so
+                previous[signum] = signal.signal(signum, handler)
+    try:
+        yield
+    finally:
+        for signum, old in previous.items():
+            signal.signal(signum, old)
 
 
-def make_batches(images, labels, batch_size):
-    """The (images, labels) batches that DataLoader(..., batch_size, shuffle=False) yields."""
-    return list(zip(images.split(batch_size), labels.split(batch_size)))
+class GracefulStop:
+    """Turns the first Ctrl-C or SIGTERM during training into a request that fit() honours after a step."""
+
+    def __init__(self):
+        self.signum = None
+
+    def requested(self):
+        return self.signum is not None
+
+    def signal_name(self):
+        return signal.Signals(self.signum).name
+
+    def during_training(self):
+        return handling_signals(self._request)
+
+    def _request(self, signum, frame):
+        self.signum = signum
+        for other in EXIT_STATUS:  # a second signal quits at once
+            signal.signal(other, quit_at_once)
 
 
-def train_epoch(model, batches, loss_fn, optimizer):
-    """Train for one pass over ``batches``; return the mean training loss per sample."""
-    total_loss = 0.0
-    for images, labels in batches:
-        optimizer.zero_grad()  # gradients add up in .grad unless cleared
-        loss = loss_fn(model(images), labels)
-        loss.backward()
-        optimizer.step()
-        total_loss += loss.item() * len(labels)
-    return total_loss / sum(len(labels) for _, labels in batches)
-
-
-@torch.no_grad()
-def evaluate(model, images, labels, loss_fn):
-    """Return (accuracy in %, mean loss, predicted classes) on one batch of all ``images``."""
-    logits = model(images)
-    predicted = logits.argmax(dim=1)
-    accuracy = 100 * (predicted == labels).sum().item() / len(labels)
-    return accuracy, loss_fn(logits, labels).item(), predicted
-
-
-def fit(model, batches, val_images, val_labels, loss_fn, optimizer, epochs, log_every, history):
-    """Train for ``epochs`` epochs, printing progress every ``log_every`` epochs and after the last.
-
-    Each epoch's mean training loss and validation accuracy are appended to
-    ``history`` as soon as the epoch ends, so that a run stopped with Ctrl-C
-    keeps the epochs that finished.
-    """
-    start = time.perf_counter()
-    for epoch in range(epochs):
-        train_loss = train_epoch(model, batches, loss_fn, optimizer)
-        if not math.isfinite(train_loss):
-            # Steps that are too large overshoot, and the loss grows until it overflows.
-            lr = optimizer.param_groups[0]["lr"]
-            raise UserError(f"training stopped in epoch {epoch}: the loss became {train_loss}, so the "
-                            f"learning rate --lr {lr:g} is too high; try a smaller one")
-        val_accuracy, _, _ = evaluate(model, val_images, val_labels, loss_fn)
-        history["train_loss"].append(train_loss)
-        history["val_accuracy"].append(val_accuracy)
-        if epoch % log_every == 0 or epoch == epochs - 1:
-            print(f"Epoch: {epoch}. Loss: {train_loss:.4f}. Accuracy: {val_accuracy:.1f} "
-                  f"({time.perf_counter() - start:.1f} s)", flush=True)
-
-
-# =============================================================================
-# 4. Plot the results
-# =============================================================================
-# Two curves tell how training went: the training loss should fall quickly,
-# then slowly; the validation accuracy should rise and level off. A
-# validation accuracy that falls while the loss keeps falling would mean the
-# model memorises the 3,500 training images instead of learning clothes.
-
-
-def plot_curve(values, ylabel, title):
-    fig, ax = plt.subplots(figsize=(6.4, 4.2), layout="constrained")
-    ax.plot(range(len(values)), values)
-    ax.set_xlabel("epoch")
-    ax.set_ylabel(ylabel)
-    ax.set_title(title)
-    ax.grid(alpha=0.3)
-    return fig
-
-
-def save_figure(fig, path, keep_open=False):
-    """Save ``fig`` as a PNG; close it, unless it is kept open for plt.show()."""
-    save_atomically(path, lambda tmp: fig.savefig(tmp, format="png", dpi=100))
-    if keep_open:
-        fig.canvas.manager.set_window_title(path.name)
-    else:
-        plt.close(fig)  # frees its memory
-    print(f"Saved {path}")
-
-
-# =============================================================================
-# 5. Beyond the tutorial: test set, probabilities, weights, confusions
-# =============================================================================
-# Validation accuracy guided our choices, so it is a little optimistic. The
-# honest score comes from the 10,000 test images, which training never saw.
-#
-# Then three pictures of what the model does:
-# - predictions.png: test images next to the ten probabilities the model gives
-#   them, wrong predictions in red;
-# - weights.png: each class's row of 784 weights drawn as a 28x28 image, red
-#   where a high pixel value (drawn dark in our pictures) raises that class's
-#   score, blue where it lowers it;
-# - confusion.png: how often each true class (row) was predicted as each
-#   class (column); the diagonal holds the correct predictions.
-#
-# Finally the trained weights are saved to model.pt and loaded back into a
-# fresh model, as another program would use them.
-
-
-def confusion_matrix(labels, predicted, n_classes=len(CLASSES)):
-    """Counts[i, j] = how many images of class i were predicted as class j."""
-    counts = torch.bincount(labels * n_classes + predicted, minlength=n_classes * n_classes)
-    return counts.reshape(n_classes, n_classes)
-
-
-def plot_predictions(images, labels, probabilities):
-    """Each image beside a bar chart of its ten class probabilities."""
-    pairs_per_row = 3
-    n_rows = math.ceil(len(images) / pairs_per_row)
-    # Laid out by hand: matplotlib's automatic layout would double the drawing time of these 24 axes.
-    fig, axes = plt.subplots(n_rows, 2 * pairs_per_row, figsize=(13, 2.3 * n_rows + 0.6),
-                             gridspec_kw={"width_ratios": [1, 1.5] * pairs_per_row}, squeeze=False)
-    fig.subplots_adjust(left=0.01, right=0.99, bottom=0.4 / fig.get_figheight(),
-                        top=1 - 0.7 / fig.get_figheight(), wspace=0.45, hspace=0.45)
-    guesses = probabilities.argmax(dim=1).tolist()
-    rows = zip(as_pictures(images), labels.tolist(), guesses, probabilities.cpu().tolist())
-    for i, (picture, label, guess, probs) in enumerate(rows):
-        image_ax, bar_ax = axes.flat[2 * i], axes.flat[2 * i + 1]
-        wrong = guess != label
-        image_ax.imshow(picture, cmap="gray_r")
-        image_ax.axis("off")
-        image_ax.set_title(f"{CLASSES[guess]} {probs[guess]:.0%}\n(true: {CLASSES[label]})",
-                           color="tab:red" if wrong else "black", fontsize=9)
-        bars = bar_ax.barh(range(len(CLASSES)), probs, color="lightgray")
-        bars[label].set_color("tab:blue")
-        if wrong:
-            bars[guess].set_color("tab:red")
-        bar_ax.set_xlim(0, 1)
-        bar_ax.set_xticks([0, 0.5, 1], ["0", "50%", "100%"], fontsize=7)
-        bar_ax.set_yticks(range(len(CLASSES)), CLASSES, fontsize=7)
-        bar_ax.invert_yaxis()
-    fig.suptitle("Predicted probabilities for the first test images: "
-                 "blue is the true class, red a wrong prediction")
-    return fig
-
-
-def plot_weights(weight):
-    """The ten rows of the weight matrix as 28x28 images, on one colour scale centred at 0."""
-    limit = weight.abs().max().item()
-    fig, axes = plt.subplots(2, 5, figsize=(10, 4.6))
-    fig.subplots_adjust(left=0.02, right=0.86, bottom=0.03, top=0.85, hspace=0.25)
-    for ax, template, name in zip(axes.flat, as_pictures(weight), CLASSES):
-        shown = ax.imshow(template, cmap="RdBu_r", vmin=-limit, vmax=limit)
-        ax.set_title(name)
-        ax.axis("off")
-    fig.colorbar(shown, cax=fig.add_axes((0.89, 0.1, 0.02, 0.68)), label="weight")
-    fig.suptitle("Learned weights per class: red where a dark (high) pixel raises the class's score, "
-                 "blue where it lowers it", fontsize=11)
-    return fig
-
-
-def plot_confusion(counts):
-    total, correct = counts.sum().item(), counts.diagonal().sum().item()
-    fig, ax = plt.subplots(figsize=(7.5, 6.6), layout="constrained")
-    ax.imshow(counts.numpy(), cmap="Blues")
-    ticks = range(len(CLASSES))
-    ax.set_xticks(ticks, CLASSES, rotation=45, ha="right")
-    ax.set_yticks(ticks, CLASSES)
-    ax.set_xlabel("predicted class")
-    ax.set_ylabel("true class")
-    dark = counts.max().item() / 2
-    for i, row in enumerate(counts.tolist()):
-        for j, count in enumerate(row):
-            ax.text(j, i, count, ha="center", va="center", fontsize=8,
-                    color="white" if count > dark else "black")
-    ax.set_title(f"Confusion matrix on {total:,} test images (accuracy {100 * correct / total:.1f}%)")
-    return fig
-
-
-# =============================================================================
-# The command line
-# =============================================================================
-# Every setting, with its default and help text, in one place. The defaults
-# are the tutorial's. Each value is checked here, before any data is loaded
-# or any file written, and a bad one ends the run with one line naming it.
+# --- The command line ---
+DATA_DIR = HERE / "data"
+OUT_DIR = HERE / "outputs"
 
 
 class ArgumentParser(argparse.ArgumentParser):
@@ -492,46 +920,41 @@ def positive_float(text):
     return value
 
 
-def available_devices():
-    devices = ["cpu"]
-    if torch.cuda.is_available():
-        devices.append("cuda")
-    if torch.backends.mps.is_available():
-        devices.append("mps")
-    return devices
-
-
 def parse_args(argv=None):
     parser = ArgumentParser(
         prog=PROG,
-        description="Train a Softmax classifier (one linear layer) on Fashion-MNIST, "
-                    "then plot and save what it learned.",
+        description="Train a Softmax classifier (one linear layer) on Fashion-MNIST, then plot and "
+                    "save what it learned; or, with --predict, classify pictures with the saved model.",
         formatter_class=argparse.ArgumentDefaultsHelpFormatter,
     )
-    parser.add_argument("--epochs", metavar="N", type=positive_int, default=200,
+    parser.add_argument("--epochs", metavar="N", type=positive_int, default=EPOCHS,
                         help="passes over the training images")
-    parser.add_argument("--lr", type=positive_float, default=0.01,
+    parser.add_argument("--lr", type=positive_float, default=LEARNING_RATE,
                         help="learning rate of stochastic gradient descent")
-    parser.add_argument("--batch-size", metavar="N", type=positive_int, default=16,
+    parser.add_argument("--batch-size", metavar="N", type=positive_int, default=BATCH_SIZE,
                         help="training images per gradient step")
-    parser.add_argument("--train-size", metavar="N", type=positive_int, default=4000,
+    parser.add_argument("--shuffle", action="store_true",
+                        help="a new random order of the training images every epoch, drawn with --seed")
+    parser.add_argument("--train-size", metavar="N", type=positive_int, default=TRAIN_SIZE,
                         help=f"how many of the first training-split images to use (at most {FULL_TRAIN_SIZE:,}), "
                              "validation images included")
-    parser.add_argument("--val-size", metavar="N", type=positive_int, default=500,
+    parser.add_argument("--val-size", metavar="N", type=positive_int, default=VAL_SIZE,
                         help="how many of those, taken from the end, to hold out for validation")
     parser.add_argument("--seed", metavar="N", type=seed_int, default=0,
                         help="seed for torch.manual_seed, set right before the model is built")
-    parser.add_argument("--data-dir", metavar="DIR", type=Path, default=Path("data"),
+    parser.add_argument("--data-dir", metavar="DIR", type=Path, default=DATA_DIR,
                         help="where torchvision keeps Fashion-MNIST (FashionMNIST/raw/ inside it)")
-    parser.add_argument("--out-dir", metavar="DIR", type=Path, default=Path("outputs"),
-                        help="where the figures, model.pt and metrics.json go")
-    parser.add_argument("--device", choices=("cpu", "cuda", "mps", "auto"), default="cpu",
-                        help="where to train; auto picks cuda or mps when present "
-                             "(the README says why cpu is the default)")
+    parser.add_argument("--out-dir", metavar="DIR", type=Path, default=OUT_DIR,
+                        help="where the figures, model.pt and metrics.json go, and where --predict finds model.pt")
+    parser.add_argument("--device", default="cpu",
+                        help="where to train: cpu, an accelerator such as cuda or mps, or auto for this "
+                             "machine's accelerator when it has one (the README says why cpu is the default)")
     parser.add_argument("--log-every", metavar="N", type=positive_int, default=10,
                         help="print progress every this many epochs, and after the last")
     parser.add_argument("--show", action="store_true",
-                        help="also open the figures in windows at the end (needs a display)")
+                        help="also show the figures at the end, in windows or in a notebook")
+    parser.add_argument("--predict", metavar="IMAGE", nargs="+", type=Path,
+                        help="instead of training, classify these picture files with the saved model.pt")
     args = parser.parse_args(argv)
 
     if args.train_size > FULL_TRAIN_SIZE:
@@ -540,12 +963,13 @@ def parse_args(argv=None):
     if args.val_size >= args.train_size:
         parser.error(f"argument --val-size: must be smaller than --train-size ({args.train_size}) "
                      f"to leave images for training, got {args.val_size}")
-    devices = available_devices()
+    accelerator = torch.accelerator.current_accelerator(check_available=True)
+    available = ["cpu"] + ([accelerator.type] if accelerator else [])
     if args.device == "auto":
-        args.device = devices[-1]
-    elif args.device not in devices:
+        args.device = available[-1]
+    elif args.device not in available:
         parser.error(f"argument --device: {args.device} is not available on this machine "
-                     f"(available: {', '.join(devices)})")
+                     f"(available: {', '.join(available)})")
     return args
 
 
@@ -565,145 +989,43 @@ def prepare_folders(data_dir, out_dir):
         raise UserError(f"cannot write to --out-dir {out_dir}: {error.strerror or error}") from None
 
 
-def display_available():
-    """False where windows cannot open: a headless backend was asked for, or Linux without a display."""
-    if os.environ.get("MPLBACKEND", "").lower() in ("agg", "pdf", "svg", "ps", "cairo", "template"):
-        return False
-    if sys.platform.startswith("linux"):
-        return bool(os.environ.get("DISPLAY") or os.environ.get("WAYLAND_DISPLAY"))
-    return True
-
-
-def write_metrics(path, args, history, interrupted, train_seconds, test=None):
-    test = test or {}  # no test results when the run was interrupted
-    metrics = {
-        "settings": {key: str(value) if isinstance(value, Path) else value
-                     for key, value in vars(args).items()},
-        "interrupted": interrupted,
-        "epochs_completed": len(history["train_loss"]),
-        "train_loss": history["train_loss"],
-        "val_accuracy": history["val_accuracy"],
-        "final_val_accuracy": history["val_accuracy"][-1] if history["val_accuracy"] else None,
-        "test_accuracy": test.get("accuracy"),
-        "test_loss": test.get("loss"),
-        "test_accuracy_per_class": test.get("accuracy_per_class"),
-        "train_seconds": round(train_seconds, 3),
-        "torch_version": torch.__version__,
-        "torchvision_version": torchvision.__version__,
-    }
-    save_atomically(path, lambda tmp: tmp.write_text(json.dumps(metrics, indent=2) + "\n"))
-    print(f"Saved {path}")
-
-
-def run(args):
-    # Windows open only with --show and a display; otherwise draw with the
-    # non-interactive Agg backend, which never waits for anyone.
-    show = args.show and display_available()
-    if args.show and not show:
-        print("--show: no display here, so the figures are only saved, not shown.")
-    if not show:
-        matplotlib.use("Agg")
-    prepare_folders(args.data_dir, args.out_dir)
-    out = args.out_dir
-    device = torch.device(args.device)
-
-    # 1. Prepare the data.
-    images, labels = load_fashion_mnist(args.data_dir, train=True, count=args.train_size)
-    (train_images, train_labels), (val_images, val_labels) = split(images, labels, args.val_size)
-    print(f"Training images: {tuple(train_images.shape)}, validation images: {tuple(val_images.shape)}")
-    save_figure(plot_samples(train_images[:10], train_labels[:10]), out / "samples.png", show)
-    train_images, train_labels = train_images.to(device), train_labels.to(device)
-    val_images, val_labels = val_images.to(device), val_labels.to(device)
-
-    # 2. Build the model. Seeding right before it fixes its random initial weights.
-    torch.manual_seed(args.seed)
-    model = SoftmaxClassifier()
-    describe(model)
-    model.to(device)
-
-    # 3. Train the model.
-    if device.type == "cpu":
-        torch.set_num_threads(1)
-    loss_fn = nn.CrossEntropyLoss()  # log-softmax + negative log-likelihood, on the logits
-    optimizer = torch.optim.SGD(model.parameters(), lr=args.lr)
-    batches = make_batches(train_images, train_labels, args.batch_size)
-    history = {"train_loss": [], "val_accuracy": []}
-    start = time.perf_counter()
-    try:
-        fit(model, batches, val_images, val_labels, loss_fn, optimizer,
-            args.epochs, args.log_every, history)
-        interrupted = False
-    except KeyboardInterrupt:
-        interrupted = True
-        print(f"\nInterrupted during epoch {len(history['train_loss'])}: saving the curves "
-              f"and metrics of the {len(history['train_loss'])} epochs that finished.", flush=True)
-    train_seconds = time.perf_counter() - start
-
-    # 4. Plot the results.
-    if history["train_loss"]:
-        save_figure(plot_curve(history["train_loss"], "mean cross-entropy loss",
-                               "Training loss per epoch"), out / "loss.png", show)
-        save_figure(plot_curve(history["val_accuracy"], "accuracy (%)",
-                               f"Validation accuracy per epoch ({args.val_size} images)"),
-                    out / "accuracy.png", show)
-    if interrupted:
-        write_metrics(out / "metrics.json", args, history, True, train_seconds)
-        return 130
-
-    # 5. Beyond the tutorial. The test split is read, like the training split, through torchvision.
-    test_images, test_labels = load_fashion_mnist(args.data_dir, train=False)
-    test_images, test_labels = test_images.to(device), test_labels.to(device)
-    test_accuracy, test_loss, predicted = evaluate(model, test_images, test_labels, loss_fn)
-    counts = confusion_matrix(test_labels, predicted).cpu()
-    per_class = (100 * counts.diagonal() / counts.sum(dim=1)).tolist()
-    print(f"Test set ({len(test_labels):,} images): accuracy {test_accuracy:.1f}%, mean loss {test_loss:.4f}")
-    for name, accuracy in zip(CLASSES, per_class):
-        print(f"  {name:<12} {accuracy:5.1f}%")
-
-    shown = slice(0, N_PREDICTIONS_SHOWN)
-    probabilities = model.predict_proba(test_images[shown])
-    save_figure(plot_predictions(test_images[shown], test_labels[shown], probabilities),
-                out / "predictions.png", show)
-    save_figure(plot_weights(model.linear.weight), out / "weights.png", show)
-    save_figure(plot_confusion(counts), out / "confusion.png", show)
-
-    # Save the learned weights (the state_dict), then load them into a fresh
-    # model, as you would in another program, and check it predicts the same.
-    model_path = out / "model.pt"
-    state = {name: tensor.cpu() for name, tensor in model.state_dict().items()}
-    save_atomically(model_path, lambda tmp: torch.save(state, tmp))
-    reloaded = SoftmaxClassifier()
-    reloaded.load_state_dict(torch.load(model_path, weights_only=True))
-    reloaded.to(device)
-    same = torch.equal(evaluate(reloaded, test_images, test_labels, loss_fn)[2], predicted)
-    print(f"Saved {model_path}; reloaded, it predicts the same test classes: {same}")
-
-    write_metrics(out / "metrics.json", args, history, False, train_seconds, test={
-        "accuracy": test_accuracy,
-        "loss": test_loss,
-        "accuracy_per_class": dict(zip(CLASSES, per_class)),
-    })
-    if show:
-        plt.show()
-    return 0
+def can_show_figures():
+    """False where matplotlib fell back to a backend that only draws to files: no display here."""
+    return plt.get_backend().lower() not in backend_registry.list_builtin(BackendFilter.NON_INTERACTIVE)
 
 
 def main(argv=None):
-    # The imports above made about 370,000 Python objects (torchvision pulls in
-    # torch's compiler stack) that live as long as the program. Freezing them
-    # spares Python's garbage collector from scanning them again and again,
-    # and once more at exit: about 0.7 s of a run here.
-    gc.freeze()
-    args = parse_args(argv)
+    """Run the tutorial (or --predict) with the command line's flags; return the exit status."""
     try:
-        return run(args)
+        args = parse_args(argv)
+    except SystemExit as exit_:  # --help, or a bad flag: a notebook gets the status instead of an exit
+        return exit_.code
+    if args.show and not can_show_figures():
+        print("--show: no display here, so the figures are only saved, not shown.")
+        args.show = False
+    stop = GracefulStop()
+    try:
+        with handling_signals(quit_at_once):  # SIGTERM too cleans up on its way out, as Ctrl-C does
+            if args.predict:
+                model = load_trained_model(args.out_dir / "model.pt", args.device)
+                classify_pictures(model, args.predict, args.out_dir, args.show)
+                return 0
+            prepare_folders(args.data_dir, args.out_dir)
+            print(f"Figures, model.pt and metrics.json go to {args.out_dir.resolve()}")
+            run_tutorial(args, stop)
     except UserError as error:
         print(f"{PROG}: error: {error}", file=sys.stderr)
         return 1
-    except KeyboardInterrupt:
-        print("\nInterrupted.", file=sys.stderr)
-        return 130
+    except KeyboardInterrupt as interrupt:  # a signal that quits at once
+        signum = getattr(interrupt, "signum", signal.SIGINT)
+        print(f"\nInterrupted by {signal.Signals(signum).name}.", file=sys.stderr)
+        return EXIT_STATUS[signum]
+    return EXIT_STATUS[stop.signum] if stop.requested() else 0
 
 
 if __name__ == "__main__":
+    # The imports made about 370,000 Python objects that live as long as the
+    # program. Freezing them spares the garbage collector from scanning them
+    # again and again, and once more at exit: about 0.7 s of a run.
+    gc.freeze()
     sys.exit(main())

@@ -1,9 +1,9 @@
-"""The training of the original tutorial, and the script's, as functions.
+"""The original tutorial's training loop, as a function, beside the script's.
 
-The original tutorial keeps the data as a Python list of (image tensor, label)
-pairs made by ``transforms.ToTensor()`` and trains through a ``DataLoader``
-over that list. The script cuts batches from one tensor instead. Both are
-used by the equivalence test and by ``benchmark_training.py``.
+The original keeps the data as a Python list of (image tensor, label) pairs
+made by ``transforms.ToTensor()`` and trains through a ``DataLoader`` over that
+list. The script cuts batches from one tensor instead. Both are used by the
+equivalence test and by ``benchmark_training.py``.
 """
 import time
 
@@ -46,15 +46,10 @@ def tutorial_style_training(train_pairs, val_pairs, epochs, seed=0, lr=0.01, bat
     return model, accuracies, time.perf_counter() - start
 
 
-def script_training(tutorial_data, epochs, seed=0, lr=0.01, batch_size=16, log_every=10):
+def script_training(tutorial_data, epochs, seed=0, **fit_args):
     """Train with the script's own functions; return (model, history, seconds)."""
-    (train_images, train_labels), (val_images, val_labels) = tutorial_data
     torch.manual_seed(seed)
     model = sf.SoftmaxClassifier()
-    optimizer = torch.optim.SGD(model.parameters(), lr=lr)
-    batches = sf.make_batches(train_images, train_labels, batch_size)
-    history = {"train_loss": [], "val_accuracy": []}
     start = time.perf_counter()
-    sf.fit(model, batches, val_images, val_labels, torch.nn.CrossEntropyLoss(), optimizer,
-           epochs, log_every, history)
+    history = sf.fit(model, *tutorial_data, epochs=epochs, log_every=epochs, **fit_args)
     return model, history, time.perf_counter() - start
