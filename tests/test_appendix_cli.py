@@ -298,7 +298,8 @@ def read_until(process, start):
     pytest.fail(f"the process ended without printing {start!r}:\n{''.join(lines)}{process.stderr.read()}")
 
 
-@pytest.mark.parametrize("signum, status", [(signal.SIGINT, 130), (signal.SIGTERM, 143)], ids=["Ctrl-C", "SIGTERM"])
+@pytest.mark.parametrize("signum, status", [(signal.SIGINT, 130), (signal.SIGTERM, 143)],
+                         ids=["Ctrl-C", "SIGTERM"])
 def test_a_signal_during_training_makes_a_shorter_run_with_every_file(signum, status, data_dir, tmp_path):
     process = start_training(data_dir, tmp_path)
     try:
