@@ -1,5 +1,6 @@
 """Section 7: preparing pictures as Fashion-MNIST's were made, and classifying them with --predict."""
 import re
+import shutil
 import subprocess
 import sys
 
@@ -130,34 +131,56 @@ def test_the_real_command_line_classifies_a_picture(saved_model, test_data, tmp_
     assert result.stderr == ""
 
 
-# --- The README's own block ---
+# --- The README's Python blocks run as written ---
 
-def readme_block(heading):
-    """The first ```python block after ``heading`` in the README."""
-    readme = (REPO / "README.md").read_text()
-    section = readme[readme.index(heading):]
-    return re.search(r"```python\n(.*?)```", section, re.S).group(1)
+def readme_block(containing):
+    """The README's ```python block that contains ``containing``."""
+    blocks = re.findall(r"```python\n(.*?)```", (REPO / "README.md").read_text(), re.S)
+    [block] = [block for block in blocks if containing in block]
+    return block
 
 
-def test_the_readmes_loading_block_runs_as_written(trained_model, tmp_path):
-    # A copy of the repository folder's layout: the script, a trained outputs/model.pt, the docs/ pictures.
+def run_block(block, folder):
+    return subprocess.run([sys.executable, "-c", block], cwd=folder, env=headless_env(),
+                          capture_output=True, text=True, timeout=300)
+
+
+@pytest.fixture
+def repository_folder(trained_model, real_raw_dir, tmp_path):
+    """A folder laid out as the repository after a default run: the script, data/, docs/, outputs/model.pt."""
     (tmp_path / "softmax_fashion.py").symlink_to(SCRIPT)
+    (tmp_path / "data").symlink_to(real_raw_dir.parents[1])
+    shutil.copytree(REPO / "docs", tmp_path / "docs")
     (tmp_path / "outputs").mkdir()
     sf.save_model(trained_model, tmp_path / "outputs" / "model.pt")
-    (tmp_path / "docs").symlink_to(REPO / "docs")
-    block = readme_block("## Use your model")
-    result = subprocess.run([sys.executable, "-c", block], cwd=tmp_path, env=headless_env(),
-                            capture_output=True, text=True, timeout=300)
+    return tmp_path
+
+
+def test_the_readmes_loading_block_prints_the_three_most_probable_classes(repository_folder):
+    result = run_block(readme_block("sf.prepare_picture"), repository_folder)
     assert result.returncode == 0, result.stderr
-    assert re.fullmatch(r"(\S[^,]* \d+%, ){2}\S[^,]* \d+%\n", result.stdout), result.stdout
+    assert re.fullmatch(r"Ankle boot \d+%, \S[^,]* \d+%, \S[^,]* \d+%\n", result.stdout), result.stdout
 
 
-def test_the_readmes_drawing_block_draws_pictures_the_model_reads(tmp_path):
+def test_the_readmes_drawing_block_draws_the_pictures_it_shows(tmp_path):
     (tmp_path / "docs").mkdir()
-    block = readme_block("Draw a few")
-    result = subprocess.run([sys.executable, "-c", block], cwd=tmp_path, capture_output=True, text=True)
+    result = run_block(readme_block("ImageDraw"), tmp_path)
     assert result.returncode == 0, result.stderr
-    drawn = sorted((tmp_path / "docs").iterdir())
-    assert len(drawn) >= 3
-    for path in drawn:  # the same pictures as the README shows
-        assert torch.equal(decode_image(str(path)), decode_image(str(REPO / "docs" / path.name))), path.name
+    drawn = sorted(p.name for p in (tmp_path / "docs").iterdir())
+    assert drawn == ["boot-mirrored.png", "boot.png", "trousers.png", "tshirt.png"]
+    for name in drawn:  # the same pixels as the pictures in docs/
+        assert torch.equal(decode_image(str(tmp_path / "docs" / name)), decode_image(str(REPO / "docs" / name)))
+
+
+def test_the_readmes_mirror_block_shows_the_accuracy_falling(repository_folder):
+    result = run_block(readme_block("flip(-1)"), repository_folder)
+    assert result.returncode == 0, result.stderr
+    as_they_are, mirrored = map(float, re.fullmatch(r"([\d.]+)% as they are, ([\d.]+)% mirrored\n",
+                                                     result.stdout).groups())
+    assert as_they_are > 75 and mirrored < as_they_are - 10
+
+
+def test_the_readmes_notebook_block_trains(repository_folder):
+    result = run_block(readme_block("sf.fit("), repository_folder)
+    assert result.returncode == 0, result.stderr
+    assert result.stdout.splitlines()[-1].startswith("Epoch: 19.")
