@@ -1074,6 +1074,9 @@ def main(argv=None):
         signum = getattr(interrupt, "signum", signal.SIGINT)
         print(f"\nInterrupted by {signal.Signals(signum).name}.", file=sys.stderr)
         return EXIT_STATUS[signum]
+    except BrokenPipeError:  # the output went to a program that stopped reading, `| head` say
+        os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())  # so that exiting stays quiet
+        return 1
     return EXIT_STATUS[stop.signum] if stop.requested() else 0
 
 

@@ -7,6 +7,7 @@ import signal
 import subprocess
 import sys
 import tempfile
+import time
 from pathlib import Path
 
 import pytest
@@ -169,6 +170,17 @@ def test_the_real_command_line_rejects_a_bad_argument_in_one_line(tmp_path):
     assert list(tmp_path.iterdir()) == []
 
 
+def test_output_piped_into_a_program_that_stops_reading_ends_quietly(data_dir, tmp_path):
+    # As in `python softmax_fashion.py | head -1`.
+    process = subprocess.Popen([sys.executable, str(SCRIPT), "--data-dir", str(data_dir), "--out-dir", str(tmp_path)],
+                               stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=headless_env())
+    first_line = process.stdout.readline()
+    process.stdout.close()
+    _, stderr = process.communicate(timeout=120)
+    assert first_line.startswith("Figures, model.pt and metrics.json go to")
+    assert process.returncode == 1 and stderr == ""
+
+
 # --- Bad folders: one line, exit status 1 ---
 
 def test_a_data_dir_that_is_a_file(tmp_path, capsys):
@@ -242,25 +254,52 @@ def test_written_files_get_the_usual_permissions(tmp_path):
     assert (tmp_path / "a.txt").stat().st_mode & 0o777 == 0o666 & ~umask
 
 
-def test_two_runs_side_by_side_on_a_fresh_data_folder_and_one_output_folder(data_dir, tmp_path):
+def test_two_processes_decompress_into_one_fresh_data_folder_at_once(tmp_path):
     if not all((sf.DEBIAN_DIR / f"{name}.gz").exists() for name in sf.RAW_FILES):
         pytest.skip("needs the offline copy: apt-get install dataset-fashion-mnist")
-    args = [sys.executable, str(SCRIPT), "--epochs", "1", "--data-dir", str(tmp_path / "data"),
-            "--out-dir", str(tmp_path / "out")]
-    runs = [subprocess.Popen([*args, "--seed", str(seed)], stdout=subprocess.PIPE, stderr=subprocess.PIPE,
-                             text=True, env=headless_env()) for seed in (1, 2)]
-    results = [(run.wait(timeout=600), *run.communicate()) for run in runs]
+    # Each process imports the script (seconds), says it is ready, and waits for the word "go", so
+    # that both find the data folder empty and decompress the same files at the same moment.
+    code = ("import pathlib, sys, time\n"
+            "sys.path.insert(0, sys.argv[1])\n"
+            "import softmax_fashion as sf\n"
+            "pathlib.Path(sys.argv[2]).touch()\n"
+            "while not pathlib.Path(sys.argv[3]).exists():\n"
+            "    time.sleep(0.01)\n"
+            "sf.load_fashion_mnist(sys.argv[4], train=False)\n")
+    go, data_dir = tmp_path / "go", tmp_path / "data"
+    processes = [subprocess.Popen([sys.executable, "-c", code, str(SCRIPT.parent), str(tmp_path / f"ready{i}"),
+                                   str(go), str(data_dir)], stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+                 for i in range(2)]
+    try:
+        while not all((tmp_path / f"ready{i}").exists() for i in range(2)):
+            assert all(process.poll() is None for process in processes), processes[0].communicate()
+            time.sleep(0.01)
+        go.touch()
+        results = [process.communicate(timeout=120) for process in processes]
+    finally:
+        for process in processes:
+            process.kill()
 
-    for status, stdout, stderr in results:
-        assert status == 0, stderr
+    for process, (stdout, stderr) in zip(processes, results):
+        assert process.returncode == 0, stderr
         assert "Decompressing the offline copy" in stdout  # both found the folder empty
-    raw_dir = tmp_path / "data" / "FashionMNIST" / "raw"
+    raw_dir = data_dir / "FashionMNIST" / "raw"
     assert sorted(p.name for p in raw_dir.iterdir()) == sorted(sf.RAW_FILES)
     for name, md5 in sf.RAW_FILES.items():
         assert hashlib.md5((raw_dir / name).read_bytes()).hexdigest() == md5, name
     assert leftovers(tmp_path) == []
-    assert strict_json(tmp_path / "out" / "metrics.json")["settings"]["seed"] in (1, 2)
-    assert_complete_outputs(tmp_path / "out")
+
+
+def test_two_runs_side_by_side_share_one_output_folder(data_dir, tmp_path):
+    args = [sys.executable, str(SCRIPT), "--epochs", "1", "--data-dir", str(data_dir), "--out-dir", str(tmp_path)]
+    runs = [subprocess.Popen([*args, "--seed", str(seed)], stdout=subprocess.PIPE, stderr=subprocess.PIPE,
+                             text=True, env=headless_env()) for seed in (1, 2)]
+    results = [run.communicate(timeout=600) for run in runs]
+    for run, (_, stderr) in zip(runs, results):
+        assert run.returncode == 0, stderr
+    assert leftovers(tmp_path) == []
+    metrics = assert_complete_outputs(tmp_path)  # each file whole: the files of whichever run wrote last
+    assert metrics["settings"]["seed"] in (1, 2)
 
 
 def test_the_default_folders_are_the_scripts_own_wherever_it_runs_from(real_raw_dir, tmp_path):
