@@ -867,8 +867,12 @@ def load_trained_model(path, device):
         raise UserError(f"no trained model at {path} yet: train one first with '{command}'")
     try:
         return load_model(path, device)
-    except Exception as error:  # not a torch file, or tensors of other names or shapes
-        reason = str(error).strip().splitlines()[0]
+    except Exception as error:  # torch.load's errors vary with what the file holds instead
+        message = str(error)
+        if "loading state_dict" in message:  # then the next line says what differs
+            reason = message.splitlines()[1].strip()
+        else:
+            reason = "torch.load cannot read it"
         raise UserError(f"{path} does not hold this tutorial's model ({reason}): "
                         f"train a new one with 'python {PROG}'") from None
 

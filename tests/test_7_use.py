@@ -105,17 +105,21 @@ def test_a_file_that_is_not_a_picture_is_named(case, saved_model, tmp_path, caps
     assert not (saved_model / "predict.png").exists()
 
 
-@pytest.mark.parametrize("content", ["not torch", "other shapes"])
-def test_a_model_file_that_does_not_fit_the_model_is_named(content, tmp_path, capsys):
+@pytest.mark.parametrize("content, reason", [
+    ("text", "torch.load cannot read it"),
+    ("empty", "torch.load cannot read it"),
+    ("other shapes", "size mismatch for linear.weight"),
+])
+def test_a_model_file_that_does_not_fit_the_model_is_named(content, reason, tmp_path, capsys):
     model_path = tmp_path / "model.pt"
-    if content == "not torch":
-        model_path.write_text("hello")
-    else:
+    if content == "other shapes":
         torch.save({"linear.weight": torch.zeros(5, 784), "linear.bias": torch.zeros(5)}, model_path)
+    else:
+        model_path.write_text("hello" if content == "text" else "")
     picture = photo_like(torch.rand(784), tmp_path / "x.png")
     assert sf.main(["--predict", str(picture), "--out-dir", str(tmp_path)]) == 1
     line = one_error_line(capsys.readouterr().err)
-    assert f"{model_path} does not hold this tutorial's model" in line
+    assert f"{model_path} does not hold this tutorial's model ({reason}" in line
 
 
 def test_predict_with_no_picture_is_a_usage_error(capsys):
