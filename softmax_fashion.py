@@ -947,6 +947,12 @@ class ArgumentParser(argparse.ArgumentParser):
         self.exit(2, f"{self.prog}: error: {message} (see --help)\n")
 
 
+class HelpFormatter(argparse.ArgumentDefaultsHelpFormatter):
+    def _get_help_string(self, action):
+        """Each flag's default in --help, but for switches and --predict, which have none to show."""
+        return action.help if action.default in (None, False) else super()._get_help_string(action)
+
+
 def whole_number(minimum, maximum, allowed):
     """An argparse type that accepts whole numbers from ``minimum`` to ``maximum``."""
     def parse(text):
@@ -979,7 +985,7 @@ def parse_args(argv=None):
         prog=PROG,
         description="Train a Softmax classifier (one linear layer) on Fashion-MNIST, then plot and "
                     "save what it learned; or, with --predict, classify pictures with the saved model.",
-        formatter_class=argparse.ArgumentDefaultsHelpFormatter,
+        formatter_class=HelpFormatter,
     )
     parser.add_argument("--epochs", metavar="N", type=positive_int, default=EPOCHS,
                         help="passes over the training images")
