@@ -109,10 +109,10 @@ def leftovers(folder):
 
 # --- A tiny Fashion-MNIST, for the offline copy and the data checks ---
 
-def write_idx(path, array, compress=True):
-    """Write a uint8 tensor as an IDX file, gzipped as the dataset's authors publish it."""
+def write_idx(path, array):
+    """Write a uint8 tensor as a gzipped IDX file, as the dataset's authors publish it."""
     header = bytes([0, 0, 0x08, array.dim()]) + b"".join(n.to_bytes(4, "big") for n in array.shape)
-    with (gzip.open if compress else open)(path, "wb") as f:
+    with gzip.open(path, "wb") as f:
         f.write(header + array.numpy().tobytes())
 
 
