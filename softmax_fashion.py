@@ -34,7 +34,6 @@ from pathlib import Path
 
 import matplotlib.pyplot as plt
 import torch
-import torchvision
 from torch import nn
 from torchvision import datasets
 from torchvision.io import decode_image
@@ -664,6 +663,7 @@ import tempfile  # noqa: E402
 import zlib  # noqa: E402
 
 import matplotlib  # noqa: E402
+import torchvision  # noqa: E402
 from matplotlib.backends import BackendFilter, backend_registry  # noqa: E402
 from torchvision.io import ImageReadMode  # noqa: E402
 
