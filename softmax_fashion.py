@@ -529,8 +529,9 @@ def run_tutorial(settings, stop=None):
     save_figure(plot_weights(model.linear.weight), out / "weights.png", show)
     save_figure(plot_confusion(counts), out / "confusion.png", show)
     reloaded = load_model(out / "model.pt", device)
-    same = torch.equal(evaluate(reloaded, test_images, test_labels)[0], predicted)
-    print(f"Loaded model.pt into a new model: it predicts the same test classes: {same}")
+    reloaded_predicted, _, _ = evaluate(reloaded, test_images, test_labels)
+    print(f"Loaded model.pt into a new model: it predicts the same test classes: "
+          f"{torch.equal(reloaded_predicted, predicted)}")
     record.update(test_accuracy=test_accuracy, test_loss=test_loss,
                   test_accuracy_per_class=dict(zip(CLASSES, per_class)))
     save_json(record, out / "metrics.json")

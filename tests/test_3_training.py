@@ -109,7 +109,8 @@ def test_a_stop_request_ends_training_after_the_current_step(tutorial_data, caps
     assert len(history["train_loss"]) == len(history["val_accuracy"]) == 1  # the short epoch counts
     # The history describes the model as it is: its validation accuracy is the model's now.
     _, (val_images, val_labels) = tutorial_data
-    assert sf.evaluate(model, val_images, val_labels)[1] == history["val_accuracy"][-1]
+    _, accuracy, _ = sf.evaluate(model, val_images, val_labels)
+    assert accuracy == history["val_accuracy"][-1]
     assert capsys.readouterr().out.startswith("Epoch: 0.")  # the last epoch is always printed
 
 

@@ -15,8 +15,8 @@ import torch
 from torchvision.io import decode_image
 
 import softmax_fashion as sf
-from conftest import (FIGURES, PNG_SIGNATURE, SCRIPT, headless_env, leftovers, one_error_line,
-                      run_script)
+from conftest import (FIGURES, PNG_SIGNATURE, SCRIPT, headless_env, leftovers, offline_copy_installed,
+                      one_error_line, run_script)
 
 OUTPUTS = sorted(FIGURES + ["metrics.json", "model.pt"])
 
@@ -255,7 +255,7 @@ def test_written_files_get_the_usual_permissions(tmp_path):
 
 
 def test_two_processes_decompress_into_one_fresh_data_folder_at_once(tmp_path):
-    if not all((sf.DEBIAN_DIR / f"{name}.gz").exists() for name in sf.RAW_FILES):
+    if not offline_copy_installed():
         pytest.skip("needs the offline copy: apt-get install dataset-fashion-mnist")
     # Each process imports the script (seconds), says it is ready, and waits for the word "go", so
     # that both find the data folder empty and decompress the same files at the same moment.
@@ -380,7 +380,7 @@ def test_a_second_ctrl_c_quits_at_once_leaving_no_temporary_files(data_dir, tmp_
 
 
 def test_sigterm_while_decompressing_leaves_no_temporary_files(tmp_path):
-    if not all((sf.DEBIAN_DIR / f"{name}.gz").exists() for name in sf.RAW_FILES):
+    if not offline_copy_installed():
         pytest.skip("needs the offline copy: apt-get install dataset-fashion-mnist")
     process = start_training(tmp_path / "data", tmp_path / "out")
     try:
