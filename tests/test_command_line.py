@@ -1,0 +1,264 @@
+"""The appendix: the command line, the files a run leaves, and how a run fails or is stopped."""
+import contextlib
+import io
+import json
+import os
+import re
+import signal
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+import torch
+from torchvision import datasets
+from torchvision.io import decode_image
+
+import softmax_fashion as sf
+from conftest import FIGURES, OUTPUTS, REPO, leftovers, one_error_line
+
+SMALL = ["--train-size", "1000", "--val-size", "200"]
+
+
+def run(capsys, *argv):
+    """sf.main() as the command line calls it: (exit status, stdout, stderr)."""
+    status = sf.main([str(arg) for arg in argv])
+    out, err = capsys.readouterr()
+    return status, out, err
+
+
+def strict_json(path):
+    """The file's JSON, refusing NaN and Infinity, which strict parsers (JavaScript's, say) reject."""
+    def refuse(constant):
+        raise ValueError(f"{path} holds {constant}")
+    return json.loads(Path(path).read_text(), parse_constant=refuse)
+
+
+def assert_complete_outputs(out_dir, test_data):
+    """The run's eight files, each whole and about one model: the test accuracy is model.pt's."""
+    assert sorted(p.name for p in out_dir.iterdir()) == OUTPUTS
+    for name in FIGURES:
+        assert decode_image(str(out_dir / name)).shape[0] in (3, 4), name
+    metrics = strict_json(out_dir / "metrics.json")
+    _, accuracy, _ = sf.evaluate(sf.load_model(out_dir / "model.pt"), *test_data)
+    assert accuracy == metrics["test_accuracy"]
+    return metrics
+
+
+# --- A run, and what it leaves ---
+
+@pytest.fixture(scope="module")
+def short_run(data_dir, tmp_path_factory):
+    out_dir = tmp_path_factory.mktemp("run")
+    with contextlib.redirect_stdout(io.StringIO()) as out:
+        status = sf.main(["--epochs", "2", "--data-dir", str(data_dir), "--out-dir", str(out_dir)])
+    return status, out.getvalue(), out_dir
+
+
+def test_a_run_leaves_six_figures_a_model_and_its_metrics(short_run, data_dir, test_data):
+    status, out, out_dir = short_run
+    assert status == 0
+    assert out.startswith(f"Figures, model.pt and metrics.json go to {out_dir}\n")
+    assert [line.split(".")[0] for line in out.splitlines() if line.startswith("Epoch")] == ["Epoch: 0", "Epoch: 1"]
+    metrics = assert_complete_outputs(out_dir, test_data)
+    assert metrics["settings"] == {
+        "epochs": 2, "lr": 0.01, "batch_size": 16, "shuffle": False, "train_size": 4000, "val_size": 500,
+        "seed": 0, "data_dir": str(data_dir), "out_dir": str(out_dir), "device": "cpu", "log_every": 10,
+        "show": False, "predict": None}
+    assert metrics["epochs_run"] == len(metrics["train_loss"]) == len(metrics["val_accuracy"]) == 2
+    assert metrics["interrupted"] is False and 70 < metrics["test_accuracy"] < 90
+    assert list(metrics["test_accuracy_per_class"]) == list(sf.CLASSES)
+
+
+def test_predict_classifies_pictures_with_the_saved_model(short_run, capsys):
+    _, _, out_dir = short_run
+    pictures = [REPO / "docs" / name for name in ("tshirt.png", "trousers.png")]
+    status, out, err = run(capsys, "--predict", *pictures, "--out-dir", out_dir)
+    assert (status, err) == (0, "")
+    lines = out.splitlines()
+    assert re.fullmatch(r"tshirt\.png: \S.* \d+%, \S.* \d+%, \S.* \d+%", lines[0]), lines[0]
+    assert lines[1].startswith("trousers.png: ") and lines[2] == "Saved predict.png"
+    assert (out_dir / "predict.png").exists()
+
+
+def test_help_shows_every_default(capsys):
+    status, out, _ = run(capsys, "--help")
+    assert status == 0
+    for default in ("(200)", "(0.01)", "(16)", "(4000,", "(500)", "(0)", "(10)", "(cpu)",
+                    f"({REPO / 'data'})", f"({REPO / 'outputs'})"):
+        assert default in " ".join(out.split()), default
+
+
+# --- Wrong input: one line, a non-zero status, nothing written ---
+
+BAD_FLAGS = [["--epochs", "0"], ["--epochs", "2.5"], ["--batch-size", "-16"], ["--log-every", "0"],
+             ["--lr", "0"], ["--lr", "nan"], ["--lr", "inf"], ["--lr", "fast"], ["--seed", "-1"],
+             ["--seed", str(2**64)], ["--train-size", "60001"], ["--train-size", "500", "--val-size", "500"],
+             ["--val-size", "0"], ["--device", "tpu"]]
+if not torch.cuda.is_available():
+    BAD_FLAGS.append(["--device", "cuda:0"])
+
+
+@pytest.mark.parametrize("argv", BAD_FLAGS, ids=" ".join)
+def test_a_bad_flag_gives_one_line_and_status_2(argv, tmp_path, capsys):
+    status, _, err = run(capsys, *argv, "--data-dir", tmp_path / "data", "--out-dir", tmp_path / "out")
+    assert status == 2
+    line = one_error_line(err)
+    assert argv[-2] in line and argv[-1] in line
+    assert list(tmp_path.iterdir()) == []
+
+
+def unwritable_folder(tmp_path):
+    """A folder where this user cannot create files, root included (root can't in /sys)."""
+    if os.geteuid() == 0:
+        return Path("/sys")
+    (tmp_path / "read-only").mkdir(mode=0o555)
+    return tmp_path / "read-only"
+
+
+def test_a_folder_that_cannot_be_used_gives_one_line_before_training(data_dir, tmp_path, capsys):
+    (tmp_path / "file").write_text("")
+    for flag, folder, reason in [("--out-dir", tmp_path / "file", "File exists"),
+                                 ("--data-dir", tmp_path / "file", "Not a directory"),
+                                 ("--out-dir", unwritable_folder(tmp_path), "Permission denied")]:
+        folders = {"--data-dir": data_dir, "--out-dir": tmp_path / "out", flag: folder}
+        status, out, err = run(capsys, *[item for pair in folders.items() for item in pair])
+        assert status == 1 and "Epoch" not in out
+        line = one_error_line(err)
+        assert reason in line and str(folder) in line, line
+
+
+def linked_data_folder(data_dir, tmp_path, damaged):
+    """A data folder whose files link to the real ones, but for a damaged copy of the file ``damaged``."""
+    raw_dir = tmp_path / "data" / "FashionMNIST" / "raw"
+    raw_dir.mkdir(parents=True)
+    for name in sf.RAW_FILES:
+        (raw_dir / name).symlink_to(data_dir / "FashionMNIST" / "raw" / name)
+    content = bytearray((raw_dir / damaged).read_bytes())
+    (raw_dir / damaged).unlink()
+    content[8 + 5] = 12  # the label of image 5 becomes 12, after the file's 8-byte header
+    (raw_dir / damaged).write_bytes(bytes(content))
+    return raw_dir / damaged
+
+
+def test_a_damaged_data_file_is_named_before_anything_is_drawn_or_trained(data_dir, tmp_path, capsys):
+    damaged = linked_data_folder(data_dir, tmp_path, "t10k-labels-idx1-ubyte")
+    status, out, err = run(capsys, "--data-dir", tmp_path / "data", "--out-dir", tmp_path / "out")
+    assert status == 1 and "Epoch" not in out
+    assert one_error_line(err) == f"softmax_fashion.py: error: {damaged} is damaged (its MD5 checksum is not " \
+                                  f"the original's): delete it and run again"
+    assert not (tmp_path / "out").exists()
+
+
+@pytest.mark.parametrize("damage", ["other contents", "cut short"])
+def test_a_damaged_offline_copy_says_to_reinstall_it_and_leaves_nothing(damage, tiny_debian_copy, tmp_path):
+    folder, _ = tiny_debian_copy
+    copy = folder / "train-labels-idx1-ubyte.gz"
+    if damage == "cut short":
+        copy.write_bytes(copy.read_bytes()[:20])
+    else:
+        sf.RAW_FILES["train-labels-idx1-ubyte"] = "0" * 32
+    with pytest.raises(OSError, match=f"{copy} .*reinstall it with 'sudo apt-get install --reinstall"):
+        sf.prepare_data(tmp_path / "data")
+    assert "train-labels-idx1-ubyte" not in os.listdir(tmp_path / "data" / "FashionMNIST" / "raw")
+    assert leftovers(tmp_path) == []
+
+
+def test_no_data_no_copy_and_no_network_says_how_to_get_the_data(tmp_path, monkeypatch, capsys):
+    monkeypatch.setattr(sf, "DEBIAN_DIR", tmp_path / "no-copy")
+    monkeypatch.setattr(datasets.FashionMNIST, "mirrors", ["http://127.0.0.1:9/"])  # refused at once, as offline
+    status, _, err = run(capsys, "--data-dir", tmp_path / "data", "--out-dir", tmp_path / "out")
+    line = one_error_line(err)
+    assert status == 1 and "could not be downloaded" in line and "apt-get install dataset-fashion-mnist" in line
+
+
+def test_a_learning_rate_far_too_high_stops_in_one_line(data_dir, tmp_path, capsys):
+    status, _, err = run(capsys, "--lr", "1e38", *SMALL, "--data-dir", data_dir, "--out-dir", tmp_path)
+    assert status == 1
+    assert "in epoch 0: the learning rate 1e+38 is too high" in one_error_line(err)
+    assert [p.name for p in tmp_path.iterdir()] == ["samples.png"]
+
+
+def test_a_full_disk_leaves_the_old_file_and_no_temporary_one(tmp_path, monkeypatch):
+    path = tmp_path / "metrics.json"
+    path.write_text("the run before")
+    write_bytes = Path.write_bytes
+
+    def half_then_full(self, data):
+        write_bytes(self, data[:3])
+        raise OSError(28, "No space left on device")
+    monkeypatch.setattr(Path, "write_bytes", half_then_full)
+    with pytest.raises(OSError) as error:
+        sf.write_atomically(path, b"the new run")
+    assert str(error.value) == f"[Errno 28] No space left on device: '{path}'"
+    assert [p.name for p in tmp_path.iterdir()] == ["metrics.json"] and path.read_text() == "the run before"
+
+
+def test_output_into_a_closed_pipe_ends_quietly(data_dir, tmp_path, monkeypatch, capsys):
+    read_end, write_end = os.pipe()
+    os.close(read_end)  # as `| head` does once it has what it wants
+    monkeypatch.setattr(sys, "stdout", open(write_end, "w"))
+    assert sf.main(["--epochs", "1", *SMALL, "--data-dir", str(data_dir), "--out-dir", str(tmp_path)]) == 1
+    assert capsys.readouterr().err == ""
+
+
+# --- Interrupts: Ctrl-C (SIGINT), SIGTERM and SIGHUP ---
+
+@pytest.mark.parametrize("signum", [signal.SIGINT, signal.SIGTERM, signal.SIGHUP], ids=lambda s: s.name)
+def test_a_signal_before_training_quits_at_once(signum, tmp_path, monkeypatch, capsys):
+    previous = signal.getsignal(signum)
+    monkeypatch.setattr(sf, "prepare_data", lambda data_dir: signal.raise_signal(signum))
+    status, _, err = run(capsys, "--data-dir", tmp_path / "data", "--out-dir", tmp_path / "out")
+    assert status == 128 + signum  # 130, 143 and 129, as shells report them
+    assert one_error_line(err) == f"Interrupted by {signum.name}."
+    assert list(tmp_path.iterdir()) == [] and signal.getsignal(signum) == previous
+
+
+def signal_at(monkeypatch, module, function, signum, when):
+    """Make module.function send ``signum`` to this process before each call for which ``when(args)`` is true."""
+    original = getattr(module, function)
+
+    def sending(*args, **kwargs):
+        if when(args):
+            signal.raise_signal(signum)
+        return original(*args, **kwargs)
+    monkeypatch.setattr(module, function, sending)
+
+
+def test_sigterm_in_training_finishes_the_run_with_the_model_as_it_is(data_dir, test_data, tmp_path,
+                                                                    monkeypatch, capsys):
+    calls = []
+    signal_at(monkeypatch, sf, "evaluate", signal.SIGTERM, lambda args: calls.append(1) or len(calls) == 3)
+    status, out, err = run(capsys, *SMALL, "--data-dir", data_dir, "--out-dir", tmp_path)
+    assert status == 143 and err == ""
+    assert "Interrupted in epoch 2: training stops here" in out
+    metrics = assert_complete_outputs(tmp_path, test_data)
+    assert metrics["interrupted"] is True and metrics["epochs_run"] == 2
+
+
+def test_a_second_signal_quits_at_once_and_leaves_no_half_file(data_dir, tmp_path, monkeypatch, capsys):
+    signal_at(monkeypatch, sf, "evaluate", signal.SIGINT, lambda args: True)  # stops training in epoch 0
+    # The second signal comes while loss.png is written, its temporary file complete, just before the rename.
+    signal_at(monkeypatch, os, "replace", signal.SIGHUP, lambda args: Path(args[1]).name == "loss.png")
+    status, out, err = run(capsys, *SMALL, "--data-dir", data_dir, "--out-dir", tmp_path)
+    assert status == 129 and one_error_line(err) == "Interrupted by SIGHUP."
+    assert "Saved model.pt" in out and "Saved loss.png" not in out
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["model.pt", "samples.png"]  # no loss.png, whole or part
+
+
+def test_ctrl_c_on_the_real_program_finishes_the_run_and_exits_130(data_dir, test_data, tmp_path):
+    process = subprocess.Popen(
+        [sys.executable, str(REPO / "softmax_fashion.py"), "--log-every", "1", *SMALL,
+         "--data-dir", str(data_dir), "--out-dir", str(tmp_path)], stdout=subprocess.PIPE, stderr=subprocess.PIPE,
+        text=True, preexec_fn=lambda: signal.signal(signal.SIGINT, signal.SIG_DFL))  # as in a terminal
+    try:
+        for line in process.stdout:
+            if line.startswith("Epoch: 2."):
+                process.send_signal(signal.SIGINT)
+                break
+        out, err = process.communicate(timeout=60)
+    finally:
+        process.kill()
+    assert process.returncode == 130 and err == ""
+    assert "Interrupted in epoch" in out and "Saved metrics.json" in out
+    assert assert_complete_outputs(tmp_path, test_data)["interrupted"] is True

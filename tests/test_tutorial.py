@@ -1,0 +1,247 @@
+"""Sections 1 to 7: what the tutorial teaches, checked on the real data."""
+import re
+
+import pytest
+import torch
+from torch.utils.data import DataLoader, TensorDataset
+from torchvision import datasets, transforms
+from torchvision.io import decode_image, encode_jpeg, encode_png, write_file
+from torchvision.transforms import v2
+
+import softmax_fashion as sf
+from conftest import REPO
+
+
+# --- 1. The data ---
+
+def test_the_split_is_in_dataset_order_with_the_pixels_of_to_tensor(tutorial_data, data_dir):
+    (train_images, train_labels), (val_images, val_labels) = tutorial_data
+    assert train_images.shape == (3500, 784) and val_images.shape == (500, 784)
+    assert train_images.dtype == torch.float32 and train_labels.dtype == torch.int64
+    # Bit for bit what the original's ToTensor() makes of samples 0..3999, in order, unshuffled.
+    original = datasets.FashionMNIST(data_dir, train=True, transform=transforms.ToTensor())
+    for i in (0, 1234, 3499, 3500, 3999):
+        image, label = original[i]
+        ours = (train_images, train_labels) if i < 3500 else (val_images, val_labels)
+        assert torch.equal(ours[0][i % 3500], image.view(784)) and ours[1][i % 3500] == label
+
+
+def test_the_offline_copy_is_decompressed_checked_and_read_by_torchvision(tiny_debian_copy, tmp_path):
+    _, made = tiny_debian_copy
+    sf.prepare_data(tmp_path / "data")
+    images, labels = sf.load_fashion_mnist(tmp_path / "data", count=20)
+    assert sorted(p.name for p in (tmp_path / "data" / "FashionMNIST" / "raw").iterdir()) == sorted(sf.RAW_FILES)
+    assert torch.equal(images, made["train"][0][:20].reshape(20, 784).float() / 255)
+    assert torch.equal(labels, made["train"][1][:20].long())
+
+
+def test_the_real_files_are_the_originals(data_dir):
+    assert list(sf.CLASSES) == datasets.FashionMNIST.classes
+    assert [f"{name}.gz" for name in sf.RAW_FILES] == [name for name, _ in datasets.FashionMNIST.resources]
+    raw_dir = data_dir / "FashionMNIST" / "raw"
+    assert all(sf.check_integrity(raw_dir / name, md5) for name, md5 in sf.RAW_FILES.items())
+
+
+# --- 2. The model, and the softmax, loss and gradient by hand ---
+
+@pytest.mark.parametrize("shape", [(5, 784), (5, 28, 28), (5, 1, 28, 28)])
+def test_the_model_gives_ten_logits_and_ten_probabilities_per_image(shape):
+    model = sf.SoftmaxClassifier()
+    assert {name: tuple(t.shape) for name, t in model.state_dict().items()} == {
+        "linear.weight": (10, 784), "linear.bias": (10,)}
+    images = torch.rand(shape)
+    assert model(images).shape == (5, 10)
+    probabilities = model.predict_proba(images)
+    torch.testing.assert_close(probabilities.sum(dim=1), torch.ones(5))
+    assert torch.equal(probabilities.argmax(dim=1), model(images).argmax(dim=1))
+    with pytest.raises(ValueError, match="divide them by 255"):
+        model.predict_proba(images * 255)
+
+
+def test_the_worked_example_in_the_text_is_right():
+    z = torch.tensor([2.0, 1.0, 0.0])
+    p = torch.softmax(z, dim=0)
+    loss = torch.nn.functional.cross_entropy(z.unsqueeze(0), torch.tensor([0]))
+    text = (REPO / "softmax_fashion.py").read_text()
+    assert f"p = ({p[0]:.3f}, {p[1]:.3f}, {p[2]:.3f})" in text
+    assert f"-log {p[0]:.3f} = {loss:.2f}" in text
+    assert f"({p[0] - 1:.3f}, {p[1]:.3f}, {p[2]:.3f})" in text  # the gradient, p - one_hot(0)
+
+
+@pytest.mark.parametrize("scale", [1, 1000], ids=["trained", "logits in the thousands"])
+def test_by_hand_equals_pytorch_and_prints_the_real_numbers(scale, trained_model, tutorial_data, capsys):
+    model = sf.SoftmaxClassifier()
+    model.load_state_dict({name: tensor * scale for name, tensor in trained_model.state_dict().items()})
+    _, (images, labels) = tutorial_data
+    for i in range(3):  # assert_close inside raises if any number differs from PyTorch's
+        sf.follow_one_image(model, images[i], labels[i])
+    lines = capsys.readouterr().out.splitlines()
+    assert "Traceback" not in lines and lines[0].startswith("One validation image, a ")
+    logits = model(images[2:3])[0]
+    numbers = [float(x) for x in lines[-4].split()[2:]]
+    assert numbers == pytest.approx(logits.tolist(), abs=0.006)
+    probabilities = [float(x) for x in lines[-3].split()[2:]]
+    assert probabilities == pytest.approx(torch.softmax(logits, 0).tolist(), abs=0.006)
+
+
+# --- 3. Training ---
+
+def test_batches_are_the_ones_a_dataloader_cuts():
+    images, labels = torch.arange(35 * 784.0).view(35, 784), torch.arange(35)
+    batches = sf.make_batches(images, labels, batch_size=16)
+    expected = list(DataLoader(TensorDataset(images, labels), batch_size=16))
+    assert [len(y) for _, y in batches] == [16, 16, 3]
+    for (x, y), (expected_x, expected_y) in zip(batches, expected, strict=True):
+        assert torch.equal(x, expected_x) and torch.equal(y, expected_y)
+
+
+def test_shuffling_gives_each_epoch_a_new_reproducible_order_of_every_image():
+    images, labels = torch.zeros(35, 784), torch.arange(35)
+
+    def orders(seed):
+        generator = torch.Generator().manual_seed(seed)
+        return [torch.cat([y for _, y in sf.make_batches(images, labels, 16, generator)]) for _ in range(2)]
+    first, again, other = orders(0), orders(0), orders(1)
+    assert all(torch.equal(a, b) for a, b in zip(first, again))
+    assert not torch.equal(first[0], first[1]) and not torch.equal(first[0], other[0])
+    assert all(torch.equal(order.sort().values, labels) for order in first)
+
+
+def original_training(data_dir, epochs, seed=0):
+    """The original's program: a DataLoader over a list of (ToTensor image, label) pairs."""
+    dataset = datasets.FashionMNIST(data_dir, train=True, transform=transforms.ToTensor())
+    pairs = [dataset[i] for i in range(4000)]
+    torch.manual_seed(seed)
+    model = sf.SoftmaxClassifier()
+    optimizer = torch.optim.SGD(model.parameters(), lr=0.01)
+    criterion = torch.nn.CrossEntropyLoss()
+    accuracies = []
+    for _ in range(epochs):
+        for images, labels in DataLoader(pairs[:3500], batch_size=16):
+            optimizer.zero_grad()
+            loss = criterion(model(images.view(-1, 28 * 28)), labels)
+            loss.backward()
+            optimizer.step()
+        correct = 0
+        with torch.no_grad():
+            for images, labels in DataLoader(pairs[3500:], batch_size=16):
+                correct += (model(images.view(-1, 28 * 28)).argmax(dim=1) == labels).sum().item()
+        accuracies.append(100 * correct / 500)
+    return model, accuracies
+
+
+def test_training_ends_with_the_weights_of_the_original_program(tutorial_data, data_dir, capsys):
+    reference, reference_accuracies = original_training(data_dir, epochs=3)
+    torch.manual_seed(0)
+    model = sf.SoftmaxClassifier()
+    start = {name: tensor.clone() for name, tensor in model.state_dict().items()}
+    history = sf.fit(model, *tutorial_data, epochs=3, log_every=2)
+
+    for name, expected in reference.state_dict().items():
+        assert not torch.allclose(expected, start[name], atol=1e-3), "training did not move the weights"
+        torch.testing.assert_close(model.state_dict()[name], expected, rtol=0, atol=1e-5)
+    assert history["val_accuracy"] == reference_accuracies
+    assert history["val_accuracy"][0] == pytest.approx(67, abs=3)  # the original: 67.2 after epoch 0
+    assert history["train_loss"][0] > history["train_loss"][1] > history["train_loss"][2]
+    printed = [line.split(".")[0] for line in capsys.readouterr().out.splitlines()]
+    assert printed == ["Epoch: 0", "Epoch: 2"]  # every 2nd epoch, numbered from 0, and the last
+
+
+def test_shuffled_training_is_reproducible_and_differs_from_training_in_order(tutorial_data):
+    def train(shuffle_seed):
+        torch.manual_seed(0)
+        model = sf.SoftmaxClassifier()
+        return model, sf.fit(model, *tutorial_data, epochs=2, shuffle_seed=shuffle_seed, log_every=10)
+    (shuffled, history), (again, history_again), (in_order, _) = train(0), train(0), train(None)
+    assert torch.equal(shuffled.linear.weight, again.linear.weight) and history == history_again
+    assert not torch.allclose(shuffled.linear.weight, in_order.linear.weight, atol=1e-4)
+
+
+def test_ctrl_c_stops_training_and_keeps_the_model(tutorial_data, monkeypatch, capsys):
+    train_epoch, calls = sf.train_epoch, []
+
+    def interrupted_in_third_epoch(model, batches, *args):
+        calls.append(1)
+        if len(calls) == 3:
+            train_epoch(model, batches[:50], *args)  # 50 steps, then Ctrl-C
+            raise KeyboardInterrupt
+        return train_epoch(model, batches, *args)
+    monkeypatch.setattr(sf, "train_epoch", interrupted_in_third_epoch)
+    torch.manual_seed(0)
+    model = sf.SoftmaxClassifier()
+    before = model.linear.weight.clone()
+    history = sf.fit(model, *tutorial_data, epochs=10)
+    assert len(history["train_loss"]) == len(history["val_accuracy"]) == 2
+    assert "Interrupted in epoch 2: training stops here" in capsys.readouterr().out
+    assert not torch.equal(model.linear.weight, before)
+
+
+def test_a_loss_that_is_no_longer_finite_stops_training_with_a_clear_message(tutorial_data):
+    with pytest.raises(FloatingPointError, match="in epoch 0: the learning rate 1e\\+38 is too high"):
+        sf.fit(sf.SoftmaxClassifier(), *tutorial_data, epochs=5, lr=1e38)
+
+
+# --- 5. Beyond the original ---
+
+def test_the_confusion_matrix_counts_each_pair_and_agrees_with_the_accuracy(trained_model, test_data):
+    counts = sf.confusion_matrix(torch.tensor([0, 0, 0, 3, 9]), torch.tensor([0, 0, 5, 3, 1]))
+    assert counts[0, 0] == 2 and counts[0, 5] == counts[3, 3] == counts[9, 1] == 1 and counts.sum() == 5
+    assert sf.accuracy_per_class(counts)[:4] == [200 / 3, None, None, 100.0]  # None: no images of class 1
+    images, labels = test_data
+    predicted, accuracy, _ = sf.evaluate(trained_model, images, labels)
+    counts = sf.confusion_matrix(labels, predicted)
+    assert counts.sum(dim=1).tolist() == [1000] * 10  # rows: the true classes
+    assert counts.diagonal().sum().item() / 100 == accuracy
+
+
+def test_a_saved_model_loads_into_a_new_model_that_predicts_the_same(trained_model, test_data, tmp_path):
+    sf.save_model(trained_model, tmp_path / "model.pt")
+    assert [p.name for p in tmp_path.iterdir()] == ["model.pt"]
+    loaded = sf.load_model(tmp_path / "model.pt")
+    images, _ = test_data
+    with torch.no_grad():
+        assert torch.equal(loaded(images), trained_model(images))
+
+
+# --- 7. Using the model on pictures ---
+
+def photo_like(image, path):
+    """A Fashion-MNIST image as a shop's photo: 6x larger, dark garment on white, a white margin, RGB."""
+    picture = (255 - image.reshape(1, 28, 28) * 255).round().to(torch.uint8)
+    picture = v2.functional.resize(picture, [168, 168], antialias=True)
+    picture = v2.functional.pad(picture, [40], fill=255).expand(3, -1, -1).contiguous()
+    write_file(str(path), encode_png(picture) if path.suffix == ".png" else encode_jpeg(picture, quality=90))
+    return path
+
+
+def test_photo_like_files_are_prepared_back_into_what_the_model_knows(trained_model, test_data, tmp_path):
+    originals = test_data[0][:100]
+    paths = [photo_like(image, tmp_path / f"{i}.{'png' if i % 2 else 'jpg'}") for i, image in enumerate(originals)]
+    prepared = torch.stack([sf.prepare_picture(decode_image(str(path))) for path in paths])
+    assert prepared.shape == (100, 1, 28, 28) and 0 <= prepared.min() and prepared.max() <= 1
+    assert (prepared.flatten(1) - originals).abs().mean() < 0.05  # light on black again, in place
+    with torch.no_grad():
+        agree = trained_model(prepared).argmax(dim=1) == trained_model(originals).argmax(dim=1)
+    assert agree.sum() >= 90, f"only {agree.sum()} of 100 agree"
+
+
+def test_transparent_parts_count_as_white_and_light_on_dark_stays(test_data):
+    picture = torch.zeros(4, 60, 40, dtype=torch.uint8)  # RGBA: transparent black...
+    picture[:, 10:50, 10:30] = 255                       # ...around an opaque rectangle
+    picture[:3, 10:50, 10:30] = 40                       # of dark grey
+    prepared = sf.prepare_picture(picture)
+    assert prepared[0, 14, 14] > 0.7 and prepared[0, 0, 0] == 0  # negated: light on black
+    image = test_data[0][0]
+    prepared = sf.prepare_picture((image.reshape(1, 28, 28) * 255).round().to(torch.uint8))
+    assert (prepared.flatten() - image).abs().mean() < 0.1  # a dataset image stays as it is
+
+
+def test_predict_prints_the_three_most_probable_classes_and_draws_them(trained_model, test_data, tmp_path, capsys):
+    images, labels = test_data
+    assert labels[0] == 9 and labels[2] == 1  # an ankle boot and a trouser
+    paths = [photo_like(images[0], tmp_path / "boot.jpg"), photo_like(images[2], tmp_path / "trouser.png")]
+    sf.classify_pictures(trained_model, paths, tmp_path)
+    lines = capsys.readouterr().out.splitlines()
+    assert re.fullmatch(r"boot\.jpg: Ankle boot \d+%, \S.* \d+%, \S.* \d+%", lines[0]), lines[0]
+    assert lines[1].startswith("trouser.png: Trouser ") and lines[2] == "Saved predict.png"
+    assert decode_image(str(tmp_path / "predict.png")).shape[0] in (3, 4)
