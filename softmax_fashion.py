@@ -98,7 +98,7 @@ def as_pictures(rows):
 def plot_ten(rows, titles, suptitle, **imshow_args):
     """Ten rows of 784 numbers as 28 x 28 pictures in two rows of five; returns the figure and the last picture."""
     fig, axes = plt.subplots(2, 5, figsize=(10, 4.6))
-    fig.subplots_adjust(left=0.02, right=0.86, bottom=0.03, top=0.85, hspace=0.25)
+    fig.subplots_adjust(left=0.02, right=0.98, bottom=0.03, top=0.85, hspace=0.25)
     for ax, picture, title in zip(axes.flat, as_pictures(rows), titles):
         shown = ax.imshow(picture, **imshow_args)
         ax.set_title(title)
@@ -367,6 +367,7 @@ def plot_weights(weight):
     limit = weight.abs().max().item()
     fig, shown = plot_ten(weight, CLASSES, "Learned weights per class: red where a light pixel raises the "
                           "class's score, blue where it lowers it", cmap="RdBu_r", vmin=-limit, vmax=limit)
+    fig.subplots_adjust(right=0.86)  # room for the colour bar
     fig.colorbar(shown, cax=fig.add_axes((0.89, 0.1, 0.02, 0.68)), label="weight")
     return fig
 

@@ -245,3 +245,22 @@ def test_predict_prints_the_three_most_probable_classes_and_draws_them(trained_m
     assert re.fullmatch(r"boot\.jpg: Ankle boot \d+%, \S.* \d+%, \S.* \d+%", lines[0]), lines[0]
     assert lines[1].startswith("trouser.png: Trouser ") and lines[2] == "Saved predict.png"
     assert decode_image(str(tmp_path / "predict.png")).shape[0] in (3, 4)
+
+
+def readme_block(containing):
+    """The README's ```python block that contains ``containing``."""
+    blocks = re.findall(r"```python\n(.*?)```", (REPO / "README.md").read_text(), re.S)
+    [block] = [block for block in blocks if containing in block]
+    return block
+
+
+def test_the_readmes_python_blocks_run_as_written(trained_model, data_dir, tmp_path, monkeypatch, capsys):
+    (tmp_path / "outputs").mkdir()  # laid out as the repository after a default run
+    sf.save_model(trained_model, tmp_path / "outputs" / "model.pt")
+    (tmp_path / "docs").symlink_to(REPO / "docs")
+    (tmp_path / "data").symlink_to(data_dir)
+    monkeypatch.chdir(tmp_path)
+    exec(readme_block("sf.prepare_picture"), {})
+    assert re.fullmatch(r"Ankle boot \d+%, \S[^,]* \d+%, \S[^,]* \d+%\n", capsys.readouterr().out)
+    exec(readme_block("sf.fit("), {})
+    assert capsys.readouterr().out.splitlines()[-1].startswith("Epoch: 19.")
