@@ -2,17 +2,14 @@
 A Softmax classifier for Fashion-MNIST images, in PyTorch
 =========================================================
 
-This tutorial follows "Building a Softmax Classifier for Images in PyTorch"
-(Machine Learning Mastery), "the original" below: the same data, model,
-settings and numbers, with the why of each step, and a few steps beyond.
-
 A Softmax classifier is the simplest neural network that sorts images into
-classes: one linear layer gives each class a score, and the softmax function
-turns the ten scores into ten probabilities that add up to 1. The same two
-pieces end almost every deep image classifier.
+classes: one linear layer gives each class a score, and the softmax turns the
+scores into probabilities. This tutorial follows "Building a Softmax Classifier
+for Images in PyTorch" (Machine Learning Mastery), "the original" below: its
+data, model, settings and numbers, with the why of each step, and more.
 
-Read sections 1 to 7 in order; the appendix after them holds the command line
-and the safety net. Then run it:
+Read sections 1 to 7 in order (the appendix holds the command line and the
+safety net), then run it:
 
     python softmax_fashion.py                   # train for 200 epochs, then draw and save the results
     python softmax_fashion.py --predict my.jpg  # then classify a picture of your own
@@ -26,42 +23,51 @@ import math
 import os
 import signal
 import sys
+import textwrap
 import time
+import warnings
+import zipfile
 import zlib
 from pathlib import Path
 
 import matplotlib.pyplot as plt
 import torch
 from matplotlib.backends import BackendFilter, backend_registry
+from PIL import Image, ImageOps
 from torch import nn
 from torchvision import datasets
 from torchvision.datasets.utils import check_integrity
-from torchvision.io import ImageReadMode, decode_image
 from torchvision.transforms import v2
+
+try:
+    import fcntl  # file locks, for the appendix; Windows has none
+except ImportError:
+    fcntl = None
 
 # =============================================================================
 # PyTorch for a NumPy user
 # =============================================================================
-# A tensor is PyTorch's array. It indexes, slices and broadcasts as a NumPy
-# array does, and ``tensor.numpy()`` turns it into one. What NumPy calls an
-# axis PyTorch calls a dimension, ``dim``: ``t.sum(dim=1)`` adds along each
-# row, like NumPy's ``a.sum(axis=1)``. ``t.item()`` gives the Python number in
-# a one-element tensor. Three things here have no NumPy counterpart:
-# - ``requires_grad``: a tensor marked so (the model's weights are) makes
-#   PyTorch record every computation that uses it, as a graph.
-# - ``loss.backward()`` walks that graph back from the loss and stores in each
-#   weight's ``.grad`` its gradient: how fast the loss grows as that weight
-#   grows. This is autograd, PyTorch's automatic differentiation.
-# - ``torch.no_grad()``: recording costs time and memory, so code that only
-#   evaluates a model runs inside it, which turns recording off.
+# A tensor is PyTorch's array: it indexes, slices and broadcasts as a NumPy
+# array does, and ``t.numpy()`` makes it one. NumPy's axis is PyTorch's
+# dimension, ``dim``: ``t.sum(dim=1)`` is ``a.sum(axis=1)``, ``t.unsqueeze(0)``
+# is ``np.expand_dims(a, 0)``, and ``t.item()`` is the number in a one-element
+# tensor. A tensor lives on a device, "cpu" or a GPU such as "cuda", and
+# ``t.to(device)`` moves it. New to a NumPy user:
+# - ``requires_grad``: a tensor so marked (the model's weights, which
+#   ``model.parameters()`` lists) makes PyTorch record each computation with it.
+# - ``loss.backward()`` works back through that record and adds to each
+#   weight's ``.grad`` its gradient: how fast the loss grows with that weight.
+#   This is autograd, PyTorch's automatic differentiation.
+# - ``torch.no_grad()``, as a ``with`` block or a decorator on a function,
+#   turns the recording off where we only evaluate, saving time and memory.
 
 # =============================================================================
 # 1. Prepare the data
 # =============================================================================
-# Fashion-MNIST has 70,000 greyscale pictures of clothes, 28 x 28 pixels each,
-# 60,000 to train on and 10,000 to test on, each labelled with one of ten
-# classes, numbered 0 to 9. torchvision downloads it and keeps each split's
-# images in one tensor, ``dataset.data``, and the labels in ``dataset.targets``.
+# Fashion-MNIST has 70,000 greyscale pictures of clothes, 28 x 28 pixels each
+# (60,000 to train on, 10,000 to test on), labelled with one of ten classes,
+# 0 to 9. torchvision, PyTorch's library for images, downloads it and keeps a
+# split's images in one tensor, ``dataset.data``, its labels in ``targets``.
 #
 # Like the original, we keep the first 4,000 training images, so that training
 # takes seconds, and split them in order: 3,500 to train on, the last 500 to
@@ -79,8 +85,8 @@ def load_fashion_mnist(data_dir, train=True, count=None):
     dataset = datasets.FashionMNIST(data_dir, train=train, download=True)  # downloads only once
     images = dataset.data[:count]     # N x 28 x 28 whole numbers, from 0 (black) to 255 (white)
     labels = dataset.targets[:count]  # N class numbers, 0 to 9
-    # Pixels become floats in [0, 1], as the original's transforms.ToTensor() makes them. flatten(start_dim=1)
-    # keeps dimension 0 (the images) and lays each image out as one row of 784: a linear layer sees a vector.
+    # Floats in [0, 1], as the original's ToTensor() makes them; flatten(start_dim=1) keeps dimension 0
+    # (the images) and lays each one out as a row of 784 numbers: a linear layer sees a vector.
     return images.flatten(start_dim=1).float() / 255, labels
 
 
@@ -96,7 +102,7 @@ def as_pictures(rows):
 
 
 def plot_ten(rows, titles, suptitle, **imshow_args):
-    """Ten rows of 784 numbers as 28 x 28 pictures in two rows of five; returns the figure and the last picture."""
+    """Ten rows of 784 numbers drawn as 28 x 28 pictures; returns the figure and the last image drawn."""
     fig, axes = plt.subplots(2, 5, figsize=(10, 4.6))
     fig.subplots_adjust(left=0.02, right=0.98, bottom=0.03, top=0.85, hspace=0.25)
     for ax, picture, title in zip(axes.flat, as_pictures(rows), titles):
@@ -110,30 +116,33 @@ def plot_ten(rows, titles, suptitle, **imshow_args):
 # =============================================================================
 # 2. Build the model
 # =============================================================================
-# The model is one linear layer: 784 pixel values in, 10 class scores out,
+# One linear layer: 784 pixel values in, ten class scores, the logits, out:
 #
 #     logits = images @ weight.T + bias        (weight: 10 x 784, bias: 10)
 #
-# An image's ten scores are its logits. nn.Linear keeps one row of 784
-# weights per class, a template that images are compared with pixel by pixel
-# (``weights.png`` draws them). It starts them at small random values;
-# ``torch.manual_seed`` fixes which, so that a run can be repeated.
+# Each class has a row of 784 weights, a template that images are compared
+# with pixel by pixel (``weights.png`` draws them). nn.Linear starts them at
+# small random values; ``torch.manual_seed`` fixes which, for repeatable runs.
 #
-# Where is the softmax? ``forward`` returns the logits on purpose: the loss,
-# ``nn.CrossEntropyLoss``, applies the softmax itself, in a form more accurate
-# than the log of separately computed probabilities. ``predict_proba``
-# applies it where we want the probabilities.
+# Where is the softmax? ``forward`` returns logits on purpose: the loss,
+# ``nn.CrossEntropyLoss``, applies the softmax itself, more accurately than
+# the log of separately computed probabilities; ``predict_proba`` applies it
+# where we want probabilities.
 #
 # Worked by hand, for three classes: logits z = (2, 1, 0), true class y = 0.
 # - Softmax: p = exp(z) / sum(exp(z)). Subtract the largest logit first: the
-#   top and the bottom shrink by the same factor, so p stays, and exp never
-#   meets a large number (exp(89) overflows 32-bit floats). exp(z - 2) =
-#   (1, 0.368, 0.135), summing to 1.503, so p = (0.665, 0.245, 0.090).
+#   numerator and the denominator shrink by the same factor, so p stays, and
+#   exp never meets a large number (exp(89) overflows 32-bit floats).
+#   exp(z - 2) = (1, 0.368, 0.135), summing to 1.503: p = (0.665, 0.245, 0.090).
 # - Cross-entropy loss: -log p[y] = -log 0.665 = 0.41: near 0 when the true
 #   class gets a probability near 1, large when it gets little.
-# - Its gradient with respect to z is p - one_hot(y), one_hot(y) being zeros
-#   with a 1 at y: (-0.335, 0.245, 0.090). A step against it raises the true
-#   class's logit and lowers the others, each by its probability.
+# - Its gradient: differentiate -log p[y] = log(sum(exp(z))) - z[y] by each
+#   z[i] to get p - one_hot(y), where one_hot(y) is zeros with a 1 at y:
+#   (-0.335, 0.245, 0.090). Through logits = x @ weight.T + bias, autograd
+#   turns it into the gradients that training uses: bias.grad = p - one_hot(y),
+#   and row i of weight.grad = (p - one_hot(y))[i] * x. A step against them
+#   makes the true class's template more like the image x, by 1 - p[y], and
+#   each other template less like it, by its probability p[i].
 # ``follow_one_image`` does the same on a real image, checked against PyTorch.
 
 
@@ -148,7 +157,7 @@ class SoftmaxClassifier(nn.Module):
 
     @torch.no_grad()
     def predict_proba(self, images):
-        """Class probabilities, N x 10: the softmax of each image's logits. Each row adds up to 1."""
+        """Class probabilities, N x 10, each row adding up to 1 (call model.eval() first, as to predict)."""
         if images.max() > 1:
             raise ValueError("pixel values must be in [0, 1], as in training: divide them by 255")
         return torch.softmax(self(images), dim=1)  # calling a module runs its forward()
@@ -157,13 +166,14 @@ class SoftmaxClassifier(nn.Module):
 def follow_one_image(model, image, label):
     """Print one image's logits, softmax, loss and gradient, computed by hand and checked against PyTorch."""
     logits = model(image.unsqueeze(0))[0]  # the model takes a batch: here, a batch of one image
-    torch_loss = nn.functional.cross_entropy(logits.unsqueeze(0), label.unsqueeze(0))
-    (torch_gradient,) = torch.autograd.grad(torch_loss, logits)  # autograd's d(loss)/d(logits)
+    torch_loss = nn.functional.cross_entropy(logits.unsqueeze(0), label.unsqueeze(0))  # nn.CrossEntropyLoss
+    # autograd.grad returns the gradient with respect to any tensor, here the logits, leaving .grad alone.
+    (torch_gradient,) = torch.autograd.grad(torch_loss, logits)
 
     with torch.no_grad():
-        shifted = logits - logits.max()  # z minus its largest value, as worked by hand above
+        shifted = logits - logits.max()  # z - max(z), as worked above
         probabilities = shifted.exp() / shifted.exp().sum()
-        # -log p[y] = log(sum(exp(z - max))) - (z[y] - max): the log is taken before any rounding to 0.
+        # -log p[y] = log(sum(exp(z - max))) - (z[y] - max): no p[y] rounded to 0 before the log.
         loss = shifted.exp().sum().log() - shifted[label]
         gradient = probabilities - nn.functional.one_hot(label, len(CLASSES))
         # assert_close raises, with the numbers, if they differ by more than float32 rounding.
@@ -184,27 +194,27 @@ def follow_one_image(model, image, label):
 # =============================================================================
 # 3. Train the model
 # =============================================================================
-LEARNING_RATE = 0.01  # the original's settings, and the flags' defaults
+LEARNING_RATE = 0.01  # the original's settings, the flags' defaults
 BATCH_SIZE = 16
 EPOCHS = 200
 # Each step takes a batch of 16 images: clear the old gradients (``backward``
-# adds to ``.grad``), compute the batch's loss, let ``backward`` compute its
-# gradient with respect to every weight, and move every weight a little
-# against its gradient (``optimizer.step()``: weight -= 0.01 * gradient, plain
-# stochastic gradient descent, SGD). A pass over all the training images is
-# an epoch. Epochs are numbered from 0, as in the original: 199 is the last.
+# adds to ``.grad``), compute the batch's mean loss from its logits and its
+# labels (class numbers), let ``backward`` compute each weight's gradient, and
+# step: ``optimizer.step()`` does weight -= lr * gradient, the learning rate
+# lr = 0.01 setting the step's size. This is stochastic gradient descent
+# (SGD): stochastic, as each step sees a sample of the data. A pass over all
+# the training images is an epoch, numbered from 0 as in the original.
 #
 # The original's DataLoader, PyTorch's batching helper, gives the images in
 # order, 16 at a time, the last batch smaller (3,500 = 218 x 16 + 12). Ours
-# are already one tensor, so we cut the same batches from it once, with
-# ``tensor.split(16)`` (pieces of 16 rows; NumPy's split takes the number of
-# pieces), instead of stacking 16 images at every step. The weights end equal.
+# are one tensor already, so ``tensor.split(16)`` cuts the same batches
+# (pieces of 16 rows; NumPy's split takes the number of pieces), with no
+# stacking of 16 images at every step. The weights end equal.
 #
 # ``model.train()`` and ``model.eval()`` switch layers that behave otherwise
 # in training, such as dropout. This model has none, but every loop should
-# call them: forgetting them is a classic bug once such a layer is added.
-# Ctrl-C raises KeyboardInterrupt; ``fit`` catches it, and the model keeps
-# what it has learned.
+# call them. Ctrl-C raises KeyboardInterrupt; ``fit`` catches it, and the
+# model keeps what it has learned.
 
 
 def make_batches(images, labels, batch_size=BATCH_SIZE, generator=None):
@@ -242,10 +252,8 @@ def evaluate(model, images, labels):
 
 def fit(model, train_data, val_data, epochs=EPOCHS, lr=LEARNING_RATE, batch_size=BATCH_SIZE,
         shuffle_seed=None, log_every=10):
-    """Train ``model`` on (images, labels) pairs; return the training loss and validation accuracy of each epoch.
-
-    With a ``shuffle_seed``, the batches come in a new order every epoch, drawn from a generator with that seed.
-    """
+    """Train ``model`` on (images, labels) pairs; return each epoch's training loss and validation accuracy.
+    With a ``shuffle_seed``, each epoch's batches come in a new order drawn from a generator with that seed."""
     loss_fn = nn.CrossEntropyLoss()  # softmax, then -log p[true class], averaged over the batch
     optimizer = torch.optim.SGD(model.parameters(), lr=lr)
     generator = None if shuffle_seed is None else torch.Generator().manual_seed(shuffle_seed)
@@ -279,8 +287,7 @@ def fit(model, train_data, val_data, epochs=EPOCHS, lr=LEARNING_RATE, batch_size
 
 
 def plot_curve(values, ylabel, title):
-    fig, ax = plt.subplots(figsize=(6.4, 4.2))
-    fig.subplots_adjust(left=0.12, right=0.97, bottom=0.12, top=0.92)
+    fig, ax = plt.subplots()
     ax.plot(range(len(values)), values)
     ax.set_xlabel("epoch")
     ax.set_ylabel(ylabel)
@@ -295,34 +302,24 @@ def save_figure(fig, path, show=False):
     fig.savefig(buffer, format="png", dpi=100)
     write_atomically(path, buffer.getvalue())  # the appendix: written whole or not at all
     if not show:
-        plt.close(fig)  # frees its memory
+        plt.close(fig)
     print(f"Saved {path.name}")
 
 
 # =============================================================================
 # 5. Beyond the original: test set, probabilities, weights, confusions, saving
 # =============================================================================
-# Settings are chosen by the validation accuracy, which so ends up a little
+# We watch the validation accuracy to choose settings, so it ends up a little
 # optimistic: the 10,000 test images, used only here, give the final score.
 # They are also many more. On 500 images chance alone moves the accuracy by
 # about 1.6 points (the standard error, sqrt(0.84 * 0.16 / 500)); on 10,000, 0.4.
-#
-# Three figures show what the model does: predictions.png, test images beside
-# their ten probabilities; weights.png, each class's 784 weights as a 28 x 28
-# image; confusion.png, how often each true class (row) is predicted as each
-# class (column). Last, model.pt is saved and loaded back into a new model.
 PREDICTIONS_SHOWN = 12  # test images that predictions.png draws
 
 
 def confusion_matrix(labels, predicted, n_classes=len(CLASSES)):
     """counts[i, j]: how many images of class i were predicted as class j."""
-    pairs = labels * n_classes + predicted  # each (true, predicted) pair as one number, counted below
+    pairs = labels * n_classes + predicted  # each (true, predicted) pair as one number
     return torch.bincount(pairs, minlength=n_classes * n_classes).reshape(n_classes, n_classes)
-
-
-def accuracy_per_class(counts):
-    """The accuracy in % on each true class; None for a class without images."""
-    return [100 * row[i] / sum(row) if sum(row) else None for i, row in enumerate(counts.tolist())]
 
 
 def draw_probabilities(ax, probabilities, true_class=None):
@@ -355,8 +352,6 @@ def plot_predictions(images, labels, probabilities, per_row=3):
         image_ax.set_title(f"{CLASSES[guess]} {probs[guess].item():.0%}\n(true: {CLASSES[label]})",
                            color="tab:red" if guess != label else "black", fontsize=9)
         draw_probabilities(bar_ax, probs, label)
-    for ax in axes.flat[2 * len(images):]:
-        ax.set_axis_off()
     fig.suptitle("Predicted probabilities for the first test images: "
                  "blue is the true class, red a wrong prediction")
     return fig
@@ -410,14 +405,13 @@ def load_model(path, device="cpu"):
 # =============================================================================
 # 6. Putting it together
 # =============================================================================
-# Sections 1 to 5, in order. ``settings`` holds the flags' values (see the
-# appendix). The model is saved as soon as training ends: nothing can lose it.
+# Sections 1 to 5 in order, with the flags' values in ``settings``. The model
+# is saved as soon as training ends: nothing later can lose it.
 
 
 def run_tutorial(settings):
     """Train, plot and save; return what metrics.json records."""
     out, show = settings.out_dir, settings.show
-    # Where tensors live and compute, "cpu" or an accelerator such as "cuda"; .to(device) moves them there.
     device = torch.device(settings.device)
 
     # 1. Prepare the data. The test images are put aside for section 5.
@@ -458,10 +452,9 @@ def run_tutorial(settings):
     test_images, test_labels = test_images.to(device), test_labels.to(device)
     predicted, test_accuracy, test_loss = evaluate(model, test_images, test_labels)
     counts = confusion_matrix(test_labels, predicted).cpu()
-    per_class = accuracy_per_class(counts)
+    per_class = 100 * counts.diagonal() / counts.sum(dim=1)  # right answers over images, for each true class
     print(f"Test set ({len(test_labels):,} images): accuracy {test_accuracy:.1f}%, mean loss {test_loss:.4f}")
-    for name, accuracy in zip(CLASSES, per_class):
-        print(f"  {name:<12} " + ("no images" if accuracy is None else f"{accuracy:5.1f}%"))
+    print("  per class: " + ", ".join(f"{name} {accuracy:.0f}%" for name, accuracy in zip(CLASSES, per_class)))
     shown = slice(0, PREDICTIONS_SHOWN)
     probabilities = model.predict_proba(test_images[shown])
     save_figure(plot_predictions(test_images[shown], test_labels[shown], probabilities),
@@ -475,8 +468,7 @@ def run_tutorial(settings):
     flags = {key: str(value) if isinstance(value, Path) else value for key, value in vars(settings).items()}
     epochs_run = len(history["train_loss"])
     record = {"settings": flags, "epochs_run": epochs_run, "interrupted": epochs_run < settings.epochs, **history,
-              "test_accuracy": test_accuracy, "test_loss": test_loss,
-              "test_accuracy_per_class": dict(zip(CLASSES, per_class)), "torch_version": torch.__version__}
+              "test_accuracy": test_accuracy, "test_loss": test_loss, "torch_version": torch.__version__}
     # allow_nan=False: strict JSON, which every parser reads; a NaN here would be a bug.
     write_atomically(out / "metrics.json", json.dumps(record, indent=2, allow_nan=False).encode())
     print("Saved metrics.json")
@@ -488,23 +480,23 @@ def run_tutorial(settings):
 # =============================================================================
 # 7. Use the model
 # =============================================================================
-# A trained model is meant for new pictures, a photo of a shoe, say. But it
-# knows only centred garments, light on black, 28 x 28 pixels, in greyscale.
-# So a picture is prepared as Fashion-MNIST's images were made from shop
-# photos, in the steps that its authors list (Xiao, Rasul and Vollgraf, 2017):
+# A trained model is for new pictures, a photo of a shoe, say. But it knows
+# only centred garments, light on black, 28 x 28 pixels, in greyscale. So a
+# picture is prepared as Fashion-MNIST's images were made from shop photos,
+# in the steps its authors list (Xiao, Rasul and Vollgraf, 2017):
 # 1. trim the edges that have the colour of the corner pixels;
 # 2. resize the longest edge to 28 pixels;
 # 3. sharpen;
 # 4. extend the shortest edge to 28 and put the image in the centre;
 # 5. negate the intensities (only a light background: one light on dark stays);
 # 6. convert to 8-bit greyscale.
-# ``predict.png`` shows each picture beside what the model sees: that image,
-# not the photo, is what the model judges.
+# ``predict.png`` shows each picture beside the image that the model judges.
 PICTURES_SHOWN = 12  # pictures that predict.png draws
+LARGEST_SIDE = 1024  # larger pictures are reduced first, to bound the memory they take
 
 
 def on_white(picture):
-    """A C x H x W picture of any bit depth as floats in [0, 1]; transparent parts become white."""
+    """A C x H x W picture as floats in [0, 1] (to_dtype scales 0..255, or 0..65535), laid on white."""
     picture = v2.functional.to_dtype(picture, torch.float32, scale=True)
     if picture.shape[0] in (2, 4):  # grey, or red, green and blue; then alpha (opacity)
         colour, alpha = picture[:-1], picture[-1:]
@@ -515,14 +507,20 @@ def on_white(picture):
 def prepare_picture(picture):
     """A C x H x W picture tensor as a Fashion-MNIST image: 1 x 28 x 28, in [0, 1]."""
     picture = on_white(picture)
-    background = picture[:, [0, 0, -1, -1], [0, -1, 0, -1]].median(dim=1).values  # the corners' colour
+    corners = picture[:, [0, 0, -1, -1], [0, -1, 0, -1]]  # C x 4: the four corner pixels
+    background = corners.median(dim=1).values  # their median colour (median(dim) also gives .indices)
     # 1. Trim to the pixels that differ from the background by more than a JPEG file's noise.
-    rows, cols = ((picture - background[:, None, None]).abs().amax(dim=0) > 0.1).nonzero(as_tuple=True)
+    differs = (picture - background[:, None, None]).abs().amax(dim=0) > 0.1  # amax: max, without indices
+    rows, cols = differs.nonzero(as_tuple=True)
     if len(rows):
         picture = picture[:, rows.min():rows.max() + 1, cols.min():cols.max() + 1]
-    # 2. Resize: with size=None, max_size scales the longest edge to 28 and keeps the proportions.
-    picture = v2.Resize(size=None, max_size=IMAGE_SIDE)(picture)
-    # 3. Sharpen. The paper does not say how much: 2 kept the most predictions in our round trip.
+    # 2. Resize the longest edge to 28 pixels, keeping the proportions (and at least one pixel).
+    height, width = picture.shape[1:]
+    longest = max(height, width)
+    picture = v2.functional.resize(picture, [max(1, IMAGE_SIDE * height // longest),
+                                             max(1, IMAGE_SIDE * width // longest)], antialias=True)
+    # 3. Sharpen. The paper does not say how much: 2 agreed best with the originals when test images,
+    #    made into photo-like files, were prepared back (as tests/test_tutorial.py does).
     picture = v2.functional.adjust_sharpness(picture.clamp(0, 1), sharpness_factor=2)
     # 4. Extend to 28 x 28 with the background's colour, centred as in the dataset: an odd margin's
     #    extra pixel goes left (or on top). This model is so sensitive to position that one pixel matters.
@@ -546,20 +544,21 @@ def top_classes(probabilities, k=3):
 
 def plot_pictures(names, pictures, prepared, probabilities):
     """For each picture: as given, as the model sees it, and the model's probabilities."""
-    fig, axes = plt.subplots(len(pictures), 3, figsize=(8, 1.9 * len(pictures) + 0.5), squeeze=False,
+    height = 1.9 * len(pictures) + 0.8  # in inches, as are the margins below
+    fig, axes = plt.subplots(len(pictures), 3, figsize=(8, height), squeeze=False,
                              gridspec_kw={"width_ratios": [1.4, 1, 1.6]})
-    fig.subplots_adjust(left=0.01, right=0.98, bottom=0.35 / fig.get_figheight(),
-                        top=1 - 0.55 / fig.get_figheight(), wspace=0.35, hspace=0.5)
+    fig.subplots_adjust(left=0.01, right=0.98, bottom=0.35 / height, top=1 - 0.8 / height, wspace=0.35, hspace=0.5)
     for (given_ax, seen_ax, bar_ax), name, picture, image, probs in zip(
             axes, names, pictures, prepared, probabilities):
-        given_ax.imshow(on_white(picture).permute(1, 2, 0).squeeze().numpy(), cmap="gray")  # H x W x C
-        given_ax.set_title(name, fontsize=9)
+        given_ax.imshow(on_white(picture).expand(3, -1, -1).permute(1, 2, 0).numpy())  # H x W x RGB
+        given_ax.set_title(name, fontsize=9, parse_math=False)  # a "$" in a name is no formula
         seen_ax.imshow(image[0].numpy(), cmap="gray", vmin=0, vmax=1)
         seen_ax.set_title("what the model sees", fontsize=9)
         for ax in (given_ax, seen_ax):
             ax.set_axis_off()
         draw_probabilities(bar_ax, probs)
-    fig.suptitle("Your pictures, prepared as Fashion-MNIST's images were, and the model's probabilities")
+    fig.suptitle("Your pictures, prepared as Fashion-MNIST's images were, and the model's probabilities",
+                 y=1 - 0.15 / height)
     return fig
 
 
@@ -582,15 +581,14 @@ def classify_pictures(model, paths, out_dir, show=False):
 # =============================================================================
 # Appendix: the command line and the safety net
 # =============================================================================
-# Everything above is the tutorial. What follows makes it a program that is kind to its
-# users: checked flags, an offline copy of the data, files never half-written, Ctrl-C.
-# A problem that a user can fix ends in one line on stderr and a non-zero exit status.
+# Checked flags, an offline copy of the data, files never half-written, and Ctrl-C. A
+# problem that a user can fix ends in one line on stderr and a non-zero exit status.
 PROG = Path(__file__).name
 HERE = Path(__file__).resolve().parent
 DATA_DIR, OUT_DIR = HERE / "data", HERE / "outputs"  # the repository's own, wherever it runs from
 FULL_TRAIN_SIZE = 60_000  # images in the training split
-# The MD5 checksums of the four original files. Debian's package dataset-fashion-mnist keeps gzipped
-# copies for machines without internet; decompressed under these names, torchvision takes them.
+# The four original files' MD5 checksums. Debian's package dataset-fashion-mnist has gzipped copies,
+# for machines without internet; decompressed under these names, torchvision takes them.
 RAW_FILES = {
     "train-images-idx3-ubyte": "f4a8712d7a061bf5bd6d2ca38dc4d50a",
     "train-labels-idx1-ubyte": "9018921c3c673c538a1fc5bad174d6f9",
@@ -599,11 +597,12 @@ RAW_FILES = {
 }
 DEBIAN_DIR = Path("/usr/share/datasets/fashion-mnist")
 REINSTALL = "reinstall it with 'sudo apt-get install --reinstall dataset-fashion-mnist'"
+RUN_FILES = ["samples.png", "model.pt", "loss.png", "accuracy.png", "predictions.png", "weights.png",
+             "confusion.png", "metrics.json"]  # what run_tutorial() writes
 
 
 def write_atomically(path, data):
-    """Write the bytes ``data`` to a temporary file beside ``path``, then rename it: ``path`` is then
-    either the whole new file or the old one. The temporary file goes on any error or interrupt."""
+    """Write ``data`` to a temporary file beside ``path``, then rename it: ``path`` is whole or as it was."""
     tmp = path.with_name(f".{path.name}.{os.getpid()}.partial")
     try:
         tmp.write_bytes(data)
@@ -643,32 +642,62 @@ def prepare_data(data_dir):
 
 
 def read_picture(path):
-    """The picture in a PNG, JPEG, GIF or WebP file as a C x H x W tensor, turned as the camera meant."""
-    if not path.is_file():
-        raise OSError(f"{path}: {'not a file' if path.exists() else 'no such file'}")
+    """A picture file's first frame, turned as the camera meant, at most 1024 pixels a side: a 4 x H x W
+    RGBA tensor, or 1 x H x W for 16-bit grey, which RGBA would clip to 8 bits."""
     try:
-        return decode_image(str(path), mode=ImageReadMode.UNCHANGED, apply_exif_orientation=True)
-    except RuntimeError:
-        raise OSError(f"{path} is not a picture that torchvision can read (PNG, JPEG, GIF or WebP)") from None
+        with warnings.catch_warnings():
+            warnings.simplefilter("error")  # Pillow warns of damaged files and of decompression bombs: refuse them
+            with Image.open(path) as image:
+                if image.mode in ("I", "F"):
+                    raise ValueError(f"its pixels are 32-bit numbers (mode {image.mode}) without a set range")
+                image.thumbnail((LARGEST_SIDE, LARGEST_SIDE), reducing_gap=None)  # reduce() can't do 16 bits
+                image = ImageOps.exif_transpose(image)
+                picture = image if image.mode.startswith("I;16") else image.convert("RGBA")
+    except (OSError, ValueError, SyntaxError, Warning, Image.DecompressionBombError) as error:
+        if getattr(error, "errno", None):
+            raise  # the OS's message (no such file, no permission...) names the file
+        raise OSError(f"{path} is not a picture that Pillow can read: {error}") from None
+    return v2.functional.pil_to_tensor(picture)
 
 
 def load_trained_model(path, device):
-    """load_model(), with one clear line when there is no model yet or the file holds another one."""
+    """load_model(), with one clear line for a model.pt that is missing, unreadable or damaged."""
+    command = f"python {PROG} --out-dir {path.parent}"
     try:
-        return load_model(path, device)
+        model = load_model(path, device)
     except FileNotFoundError:
-        command = f"python {PROG}" + (f" --out-dir {path.parent}" if path.parent != OUT_DIR else "")
         raise OSError(f"no trained model at {path} yet: train one first with '{command}'") from None
-    except Exception as error:  # torch.load's errors vary with what the file holds instead
-        reason = str(error).strip().splitlines()
-        raise OSError(f"{path} does not hold this tutorial's model ({reason[-1] if reason else error!r}): "
-                      f"train a new one with 'python {PROG}'") from None
+    except OSError:
+        raise  # no permission, a folder: the OS's message says which
+    except Exception as error:  # torch.load's errors depend on what the file holds
+        reason = textwrap.shorten(str(error), 200) if zipfile.is_zipfile(path) else "not a file that torch.save wrote"
+        raise OSError(f"{path} is not a model of this tutorial ({reason}): train one with '{command}'") from None
+    if not all(tensor.isfinite().all() for tensor in model.state_dict().values()):
+        raise OSError(f"{path} is damaged: its weights hold NaN or infinity; train a new one with '{command}'")
+    return model
+
+
+def claim_out_dir(out_dir, names):
+    """Lock ``out_dir`` for this run (the OS ends the lock with the process) and check that no folder
+    stands where a file goes. Returns the folder's file descriptor, which holds the lock."""
+    out_dir.mkdir(parents=True, exist_ok=True)
+    in_the_way = [name for name in names if (out_dir / name).is_dir()]
+    if in_the_way:
+        raise IsADirectoryError(f"{out_dir / in_the_way[0]} is a folder, where this run would write a file")
+    folder = os.open(out_dir, os.O_RDONLY)
+    try:
+        if fcntl:
+            fcntl.flock(folder, fcntl.LOCK_EX | fcntl.LOCK_NB)
+    except BlockingIOError:
+        os.close(folder)
+        raise OSError(f"--out-dir {out_dir} is in use by another run: wait for it to end, "
+                      f"or give this run another --out-dir") from None
+    return folder
 
 
 def parse_args(argv=None):
-    parser = argparse.ArgumentParser(prog=PROG, usage="%(prog)s [--predict IMAGE ...] [options]", description=(
-        "Train a Softmax classifier on Fashion-MNIST, then plot and save what it learned; "
-        "or, with --predict, classify pictures with the saved model."))
+    parser = argparse.ArgumentParser(prog=PROG, usage="%(prog)s [--predict IMAGE ...] [options]",
+                                     description="Train a Softmax classifier on Fashion-MNIST, or classify pictures.")
     add = parser.add_argument
     add("--epochs", metavar="N", type=int, default=EPOCHS, help="passes over the training images (%(default)s)")
     add("--lr", type=float, default=LEARNING_RATE, help="learning rate of SGD (%(default)s)")
@@ -680,7 +709,7 @@ def parse_args(argv=None):
     add("--seed", metavar="N", type=int, default=0, help="seed of the starting weights and of --shuffle (%(default)s)")
     add("--data-dir", metavar="DIR", type=Path, default=DATA_DIR, help="where Fashion-MNIST is kept (%(default)s)")
     add("--out-dir", metavar="DIR", type=Path, default=OUT_DIR,
-        help="where figures, model.pt and metrics.json go, and where --predict finds model.pt (%(default)s)")
+        help="where the outputs go, and where --predict finds model.pt (%(default)s)")
     add("--device", default="cpu", help="where to train: cpu, or an accelerator such as cuda or cuda:1 (%(default)s)")
     add("--log-every", metavar="N", type=int, default=10, help="print progress every N epochs (%(default)s)")
     add("--show", action="store_true", help="also show the figures, in windows or in a notebook")
@@ -700,7 +729,7 @@ def parse_args(argv=None):
         parser.error(f"argument --val-size: must be below --train-size ({args.train_size}), not {args.val_size}")
     if args.device != "cpu":
         try:
-            torch.empty(0, device=args.device)  # PyTorch's own check: a device it knows, on this machine
+            torch.empty(0, device=args.device)  # PyTorch's check: a device it knows, on this machine
         except (RuntimeError, AssertionError, NotImplementedError) as error:
             parser.error(f"argument --device: cannot use {args.device} here ({str(error).splitlines()[0]})")
     return args
@@ -710,15 +739,14 @@ def main(argv=None):
     """Run the tutorial, or --predict, with the command line's flags; return the exit status."""
     try:
         args = parse_args(argv)
-    except SystemExit as exit_:  # --help, or a bad flag: a notebook gets the status instead of an exit
+    except SystemExit as exit_:  # --help, or a bad flag: a notebook gets the status, not an exit
         return exit_.code
     if args.show and plt.get_backend().lower() in backend_registry.list_builtin(BackendFilter.NON_INTERACTIVE):
         print("--show: no display here, so the figures are only saved.")
         args.show = False
 
-    # The first Ctrl-C (SIGINT), SIGTERM (`kill`) or SIGHUP (the terminal closed) raises
-    # KeyboardInterrupt: during training fit() stops and the run goes on; anywhere else, or
-    # a second time, the run quits at once. Signals ignored by the caller (nohup) stay so.
+    # Ctrl-C (SIGINT), `kill` (SIGTERM) and a closed terminal (SIGHUP) raise KeyboardInterrupt: in
+    # training, fit() stops and the run goes on; elsewhere, or again, the run quits. nohup's stay ignored.
     received = []
 
     def interrupt(signum, frame):
@@ -730,18 +758,21 @@ def main(argv=None):
                 if signal.getsignal(signum) is not signal.SIG_IGN}
     threads = torch.get_num_threads()
     torch.set_num_threads(1)  # steps on 16 images are too small to share: one thread is faster
+    lock = None
     try:
         if args.predict:
-            model = load_trained_model(args.out_dir / "model.pt", args.device)
-            classify_pictures(model, args.predict, args.out_dir, args.show)
+            lock = claim_out_dir(args.out_dir, ["predict.png"])
+            classify_pictures(load_trained_model(args.out_dir / "model.pt", args.device), args.predict,
+                              args.out_dir, args.show)
         else:
             prepare_data(args.data_dir)
-            args.out_dir.mkdir(parents=True, exist_ok=True)  # samples.png, written before training, tests it
+            lock = claim_out_dir(args.out_dir, RUN_FILES)
             print(f"Figures, model.pt and metrics.json go to {args.out_dir.resolve()}")
-            run_tutorial(args)
-        sys.stdout.flush()  # so that a closed pipe shows here, not at exit
+            run_tutorial(args)  # samples.png, written before training, shows that the folder takes files
+        if sys.stdout:  # None when the shell closed it (`>&-`)
+            sys.stdout.flush()  # so that a closed pipe shows here, not at exit
     except (OSError, FloatingPointError) as error:
-        if isinstance(error, BrokenPipeError):  # `| head`: the reader has gone, so end quietly
+        if isinstance(error, BrokenPipeError):  # `| head` has stopped reading: end quietly
             os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
         else:
             print(f"{PROG}: error: {error}", file=sys.stderr)
@@ -751,6 +782,8 @@ def main(argv=None):
         print(f"\nInterrupted by {signal.Signals(signum).name}.", file=sys.stderr)
         return 128 + signum
     finally:
+        if lock is not None:
+            os.close(lock)
         torch.set_num_threads(threads)
         for signum, handler in previous.items():
             signal.signal(signum, handler)

@@ -12,6 +12,12 @@ sys.path.insert(0, str(REPO))  # import the checkout's softmax_fashion, wherever
 
 import softmax_fashion as sf  # noqa: E402
 
+
+def pytest_configure(config):
+    # Warnings are errors here, as under `python -W error`: the tutorial must use no deprecated API.
+    config.addinivalue_line("filterwarnings", "error")
+
+
 FIGURES = ["accuracy.png", "confusion.png", "loss.png", "predictions.png", "samples.png", "weights.png"]
 OUTPUTS = sorted(FIGURES + ["metrics.json", "model.pt"])
 

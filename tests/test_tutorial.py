@@ -3,9 +3,9 @@ import re
 
 import pytest
 import torch
+from PIL import Image
 from torch.utils.data import DataLoader, TensorDataset
 from torchvision import datasets, transforms
-from torchvision.io import decode_image, encode_jpeg, encode_png, write_file
 from torchvision.transforms import v2
 
 import softmax_fashion as sf
@@ -186,7 +186,6 @@ def test_a_loss_that_is_no_longer_finite_stops_training_with_a_clear_message(tut
 def test_the_confusion_matrix_counts_each_pair_and_agrees_with_the_accuracy(trained_model, test_data):
     counts = sf.confusion_matrix(torch.tensor([0, 0, 0, 3, 9]), torch.tensor([0, 0, 5, 3, 1]))
     assert counts[0, 0] == 2 and counts[0, 5] == counts[3, 3] == counts[9, 1] == 1 and counts.sum() == 5
-    assert sf.accuracy_per_class(counts)[:4] == [200 / 3, None, None, 100.0]  # None: no images of class 1
     images, labels = test_data
     predicted, accuracy, _ = sf.evaluate(trained_model, images, labels)
     counts = sf.confusion_matrix(labels, predicted)
@@ -209,15 +208,15 @@ def photo_like(image, path):
     """A Fashion-MNIST image as a shop's photo: 6x larger, dark garment on white, a white margin, RGB."""
     picture = (255 - image.reshape(1, 28, 28) * 255).round().to(torch.uint8)
     picture = v2.functional.resize(picture, [168, 168], antialias=True)
-    picture = v2.functional.pad(picture, [40], fill=255).expand(3, -1, -1).contiguous()
-    write_file(str(path), encode_png(picture) if path.suffix == ".png" else encode_jpeg(picture, quality=90))
+    picture = v2.functional.pad(picture, [40], fill=255)
+    Image.fromarray(picture[0].numpy()).convert("RGB").save(path, quality=90)
     return path
 
 
 def test_photo_like_files_are_prepared_back_into_what_the_model_knows(trained_model, test_data, tmp_path):
     originals = test_data[0][:100]
     paths = [photo_like(image, tmp_path / f"{i}.{'png' if i % 2 else 'jpg'}") for i, image in enumerate(originals)]
-    prepared = torch.stack([sf.prepare_picture(decode_image(str(path))) for path in paths])
+    prepared = torch.stack([sf.prepare_picture(sf.read_picture(path)) for path in paths])
     assert prepared.shape == (100, 1, 28, 28) and 0 <= prepared.min() and prepared.max() <= 1
     assert (prepared.flatten(1) - originals).abs().mean() < 0.05  # light on black again, in place
     with torch.no_grad():
@@ -244,7 +243,8 @@ def test_predict_prints_the_three_most_probable_classes_and_draws_them(trained_m
     lines = capsys.readouterr().out.splitlines()
     assert re.fullmatch(r"boot\.jpg: Ankle boot \d+%, \S.* \d+%, \S.* \d+%", lines[0]), lines[0]
     assert lines[1].startswith("trouser.png: Trouser ") and lines[2] == "Saved predict.png"
-    assert decode_image(str(tmp_path / "predict.png")).shape[0] in (3, 4)
+    with Image.open(tmp_path / "predict.png") as figure:
+        figure.verify()
 
 
 def readme_block(containing):
