@@ -6,7 +6,7 @@ A Softmax classifier is the simplest neural network that sorts images into
 classes: one linear layer gives each class a score, and the softmax turns the
 scores into probabilities. This tutorial follows "Building a Softmax Classifier
 for Images in PyTorch" (Machine Learning Mastery), "the original" below: its
-data, model, settings and numbers, with the why of each step, and more.
+data, model and settings, reaching its numbers, with the why of each step.
 
 Read sections 1 to 7 in order (the appendix holds the command line and the
 safety net), then run it:
@@ -141,8 +141,8 @@ def plot_ten(rows, titles, suptitle, **imshow_args):
 #   (-0.335, 0.245, 0.090). Through logits = x @ weight.T + bias, autograd
 #   turns it into the gradients that training uses: bias.grad = p - one_hot(y),
 #   and row i of weight.grad = (p - one_hot(y))[i] * x. A step against them
-#   makes the true class's template more like the image x, by 1 - p[y], and
-#   each other template less like it, by its probability p[i].
+#   (section 3) moves the true class's template towards the image x, in
+#   proportion to 1 - p[y], and each other one away, in proportion to p[i].
 # ``follow_one_image`` does the same on a real image, checked against PyTorch.
 
 
@@ -157,7 +157,7 @@ class SoftmaxClassifier(nn.Module):
 
     @torch.no_grad()
     def predict_proba(self, images):
-        """Class probabilities, N x 10, each row adding up to 1 (call model.eval() first, as to predict)."""
+        """Class probabilities, N x 10, each row adding up to 1 (call model.eval() first, as before any prediction)."""
         if images.max() > 1:
             raise ValueError("pixel values must be in [0, 1], as in training: divide them by 255")
         return torch.softmax(self(images), dim=1)  # calling a module runs its forward()
@@ -483,12 +483,13 @@ def run_tutorial(settings):
 # A trained model is for new pictures, a photo of a shoe, say. But it knows
 # only centred garments, light on black, 28 x 28 pixels, in greyscale. So a
 # picture is prepared as Fashion-MNIST's images were made from shop photos,
-# in the steps its authors list (Xiao, Rasul and Vollgraf, 2017):
+# in the steps its authors list (Xiao, Rasul and Vollgraf, 2017), here with
+# torchvision's transforms, ``v2``:
 # 1. trim the edges that have the colour of the corner pixels;
 # 2. resize the longest edge to 28 pixels;
 # 3. sharpen;
 # 4. extend the shortest edge to 28 and put the image in the centre;
-# 5. negate the intensities (only a light background: one light on dark stays);
+# 5. negate the intensities (only where the background is light);
 # 6. convert to 8-bit greyscale.
 # ``predict.png`` shows each picture beside the image that the model judges.
 PICTURES_SHOWN = 12  # pictures that predict.png draws
@@ -498,7 +499,7 @@ LARGEST_SIDE = 1024  # larger pictures are reduced first, to bound the memory th
 def on_white(picture):
     """A C x H x W picture as floats in [0, 1] (to_dtype scales 0..255, or 0..65535), laid on white."""
     picture = v2.functional.to_dtype(picture, torch.float32, scale=True)
-    if picture.shape[0] in (2, 4):  # grey, or red, green and blue; then alpha (opacity)
+    if picture.shape[0] in (2, 4):  # the last channel is alpha, the opacity
         colour, alpha = picture[:-1], picture[-1:]
         picture = colour * alpha + (1 - alpha)  # opaque: the colour; transparent: white
     return picture
