@@ -339,10 +339,10 @@ def draw_probabilities(ax, probabilities, true_class=None):
 def plot_predictions(images, labels, probabilities, per_row=3):
     """Each image beside a bar chart of its ten class probabilities."""
     n_rows = math.ceil(len(images) / per_row)
-    fig, axes = plt.subplots(n_rows, 2 * per_row, figsize=(13, 2.3 * n_rows + 0.6), squeeze=False,
+    height = 2.3 * n_rows + 0.6  # inches
+    fig, axes = plt.subplots(n_rows, 2 * per_row, figsize=(13, height), squeeze=False,
                              gridspec_kw={"width_ratios": [1, 1.5] * per_row})
-    fig.subplots_adjust(left=0.01, right=0.99, bottom=0.4 / fig.get_figheight(),
-                        top=1 - 0.7 / fig.get_figheight(), wspace=0.45, hspace=0.45)
+    fig.subplots_adjust(left=0.01, right=0.99, bottom=0.4 / height, top=1 - 0.7 / height, wspace=0.45, hspace=0.45)
     rows = zip(as_pictures(images), labels.tolist(), probabilities.cpu())
     for i, (picture, label, probs) in enumerate(rows):
         image_ax, bar_ax = axes.flat[2 * i], axes.flat[2 * i + 1]

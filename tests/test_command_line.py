@@ -64,6 +64,7 @@ def test_a_run_leaves_six_figures_a_model_and_its_metrics(short_run, data_dir, t
     assert out.startswith(f"Figures, model.pt and metrics.json go to {out_dir}\n")
     assert [line.split(".")[0] for line in out.splitlines() if line.startswith("Epoch")] == ["Epoch: 0", "Epoch: 1"]
     metrics = assert_complete_outputs(out_dir, test_data)
+    assert sorted(sf.RUN_FILES) == OUTPUTS  # the files that main() checks before training are these
     assert metrics["settings"] == {
         "epochs": 2, "lr": 0.01, "batch_size": 16, "shuffle": False, "train_size": 4000, "val_size": 500,
         "seed": 0, "data_dir": str(data_dir), "out_dir": str(out_dir), "device": "cpu", "log_every": 10,
