@@ -5,6 +5,7 @@ import io
 import json
 import os
 import re
+import shutil
 import signal
 import subprocess
 import sys
@@ -68,7 +69,7 @@ def test_a_run_leaves_six_figures_a_model_and_its_metrics(short_run, data_dir, t
     assert metrics["settings"] == {
         "epochs": 2, "lr": 0.01, "batch_size": 16, "shuffle": False, "train_size": 4000, "val_size": 500,
         "seed": 0, "data_dir": str(data_dir), "out_dir": str(out_dir), "device": "cpu", "log_every": 10,
-        "show": False, "predict": None}
+        "show": False, "predict": None, "by_hand": False}
     assert metrics["epochs_run"] == len(metrics["train_loss"]) == len(metrics["val_accuracy"]) == 2
     assert metrics["interrupted"] is False and 70 < metrics["test_accuracy"] < 90
     assert out.count(", ") >= 9 and "  per class: T-shirt/top " in out and ", Ankle boot " in out
@@ -127,6 +128,59 @@ def test_any_picture_file_gives_a_prediction_or_one_line(case, model_dir, tmp_pa
         assert max(sf.read_picture(path).shape[1:]) <= 1024
 
 
+def test_a_folder_stands_for_the_files_in_it_in_name_order(model_dir, tmp_path, capsys):
+    (tmp_path / "photos" / "older").mkdir(parents=True)  # a folder inside is left alone
+    for name in ("b.png", "a.png", "C.gif", ".hidden.png"):
+        Image.open(REPO / "docs" / "boot.png").save(tmp_path / "photos" / name)
+    status, out, err = run(capsys, "--predict", tmp_path / "photos", "--out-dir", model_dir)
+    assert (status, err) == (0, "")
+    assert [line.split(":")[0] for line in out.splitlines()] == ["C.gif", "a.png", "b.png", "Saved predict.png"]
+
+
+def test_among_many_pictures_each_bad_one_gets_its_own_line_and_the_others_are_drawn(model_dir, tmp_path, capsys):
+    good, _ = picture_file("drawn", tmp_path)
+    broken, missing = picture_file("broken", tmp_path), picture_file("missing", tmp_path)
+    status, out, err = run(capsys, "--predict", good, broken[0], missing[0], good, "--out-dir", model_dir)
+    assert status == 1 and "Traceback" not in err
+    assert [(str(path) in line and reason in line) for line, (path, reason) in
+            zip(err.splitlines(), [broken, missing], strict=True)] == [True, True]
+    lines = out.splitlines()
+    assert [line.startswith("drawn.png: Ankle boot ") for line in lines[:2]] == [True, True]
+    assert lines[2:] == ["Saved predict.png"]
+    with Image.open(model_dir / "predict.png") as figure:
+        assert 400 < figure.size[1] < 500  # two rows, 1.9 inches each: the good picture, twice
+
+
+def test_a_name_that_is_not_utf8_is_printed_and_drawn_without_noise(model_dir, tmp_path, monkeypatch, capsys):
+    name = os.fsdecode("\u9774-".encode() + b"\xff.png")  # a Chinese character the font lacks, and a byte
+    Image.open(REPO / "docs" / "boot.png").save(tmp_path / name)
+    stdout = io.TextIOWrapper(io.BytesIO(), encoding="utf-8")  # strict, as a terminal's
+    monkeypatch.setattr(sys, "stdout", stdout)
+    # Warnings are errors here (conftest.py): a glyph missing from the font would fail the run.
+    assert sf.main(["--predict", str(tmp_path / name), "--out-dir", str(model_dir)]) == 0
+    stdout.flush()
+    assert stdout.buffer.getvalue().decode().startswith("\u9774-\ufffd.png: Ankle boot ")
+    assert capsys.readouterr().err == ""
+
+
+def test_the_peak_memory_of_predict_does_not_grow_with_the_number_of_pictures(model_dir, tmp_path):
+    photo = tmp_path / "photo.png"
+    Image.open(REPO / "docs" / "boot.png").resize((1024, 1024)).save(photo)  # 3 MB in memory
+    processes = {}
+    for n in (12, 60):  # side by side, each with a model.pt of its own
+        (tmp_path / str(n)).mkdir()
+        shutil.copy(model_dir / "model.pt", tmp_path / str(n))
+        processes[n] = subprocess.Popen([sys.executable, REPO / "softmax_fashion.py", "--predict", *[photo] * n,
+                                         "--out-dir", tmp_path / str(n)], stdout=subprocess.DEVNULL)
+    peaks = {}
+    for n, process in processes.items():
+        _, status, usage = os.wait4(process.pid, 0)
+        process.returncode = os.waitstatus_to_exitcode(status)  # reaped here: Popen need not wait again
+        assert process.returncode == 0
+        peaks[n] = usage.ru_maxrss / 1024  # in MiB: Linux gives KiB
+    assert peaks[60] < peaks[12] + 50, peaks  # each picture kept would add 3 MB
+
+
 @pytest.mark.parametrize("case", ["missing", "a folder", "text", "other shapes", "NaN"])
 def test_a_model_file_that_cannot_be_used_gives_one_line(case, trained_model, tmp_path, capsys):
     path = tmp_path / "model.pt"
@@ -148,7 +202,7 @@ def test_a_model_file_that_cannot_be_used_gives_one_line(case, trained_model, tm
 def test_help_shows_every_default(capsys):
     status, out, _ = run(capsys, "--help")
     assert status == 0
-    for default in ("(200)", "(0.01)", "(16)", "(4000,", "(500)", "(0)", "(10)", "(cpu)",
+    for default in ("(200)", "(0.01)", "(16)", "(4000)", "(500)", "(0)", "(10)", "(cpu)",
                     f"({REPO / 'data'})", f"({REPO / 'outputs'})"):
         assert default in " ".join(out.split()), default
 

@@ -157,6 +157,18 @@ def test_shuffled_training_is_reproducible_and_differs_from_training_in_order(tu
     assert not torch.allclose(shuffled.linear.weight, in_order.linear.weight, atol=1e-4)
 
 
+def test_training_by_hand_ends_with_the_weights_of_autograd(tutorial_data):
+    def train(by_hand):
+        torch.manual_seed(0)
+        model = sf.SoftmaxClassifier()
+        return model, sf.fit(model, *tutorial_data, epochs=3, by_hand=by_hand, log_every=10)
+    (by_hand, history), (autograd, autograd_history) = train(True), train(False)
+    for name, expected in autograd.state_dict().items():
+        torch.testing.assert_close(by_hand.state_dict()[name], expected, rtol=0, atol=1e-5)
+    assert history["val_accuracy"] == autograd_history["val_accuracy"]
+    assert history["train_loss"] == pytest.approx(autograd_history["train_loss"], rel=1e-5)
+
+
 def test_ctrl_c_stops_training_and_keeps_the_model(tutorial_data, monkeypatch, capsys):
     train_epoch, calls = sf.train_epoch, []
 
@@ -224,11 +236,12 @@ def test_photo_like_files_are_prepared_back_into_what_the_model_knows(trained_mo
     assert agree.sum() >= 90, f"only {agree.sum()} of 100 agree"
 
 
-def test_transparent_parts_count_as_white_and_light_on_dark_stays(test_data):
+def test_transparent_parts_count_as_white_and_light_on_dark_stays(test_data, tmp_path):
     picture = torch.zeros(4, 60, 40, dtype=torch.uint8)  # RGBA: transparent black...
     picture[:, 10:50, 10:30] = 255                       # ...around an opaque rectangle
     picture[:3, 10:50, 10:30] = 40                       # of dark grey
-    prepared = sf.prepare_picture(picture)
+    v2.functional.to_pil_image(picture).save(tmp_path / "rgba.png")
+    prepared = sf.prepare_picture(sf.read_picture(tmp_path / "rgba.png"))
     assert prepared[0, 14, 14] > 0.7 and prepared[0, 0, 0] == 0  # negated: light on black
     image = test_data[0][0]
     prepared = sf.prepare_picture((image.reshape(1, 28, 28) * 255).round().to(torch.uint8))
@@ -239,7 +252,7 @@ def test_predict_prints_the_three_most_probable_classes_and_draws_them(trained_m
     images, labels = test_data
     assert labels[0] == 9 and labels[2] == 1  # an ankle boot and a trouser
     paths = [photo_like(images[0], tmp_path / "boot.jpg"), photo_like(images[2], tmp_path / "trouser.png")]
-    sf.classify_pictures(trained_model, paths, tmp_path)
+    assert sf.predict(trained_model, paths, tmp_path) == 0  # no file failed
     lines = capsys.readouterr().out.splitlines()
     assert re.fullmatch(r"boot\.jpg: Ankle boot \d+%, \S.* \d+%, \S.* \d+%", lines[0]), lines[0]
     assert lines[1].startswith("trouser.png: Trouser ") and lines[2] == "Saved predict.png"
