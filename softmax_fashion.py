@@ -21,7 +21,8 @@ broadcasts as a NumPy array does, and ``t.numpy()`` makes it one. NumPy's
 axis is PyTorch's dimension, ``dim``: ``t.sum(dim=1)`` is ``a.sum(axis=1)``,
 ``t.unsqueeze(0)`` is ``np.expand_dims(a, 0)``, and ``t.item()`` is the
 number in a one-element tensor. A tensor lives on a device, "cpu" or a GPU
-such as "cuda", and ``t.to(device)`` moves it. New to a NumPy user:
+such as "cuda", and ``t.to(device)`` moves it. Given a ``dim``, ``t.max`` and
+``t.median`` return the values and their indices: take ``.values``. New:
 - ``requires_grad``: a tensor so marked (the model's weights, which
   ``model.parameters()`` lists) makes PyTorch record each computation with it.
 - ``loss.backward()`` works back through that record and adds to each
@@ -78,8 +79,7 @@ except ImportError:
 CLASSES = ("T-shirt/top", "Trouser", "Pullover", "Dress", "Coat",  # the names of classes 0 to 9
            "Sandal", "Shirt", "Sneaker", "Bag", "Ankle boot")
 IMAGE_SIDE = 28
-TRAIN_SIZE = 4000
-VAL_SIZE = 500
+TRAIN_SIZE, VAL_SIZE = 4000, 500
 
 
 def load_fashion_mnist(data_dir, train=True, count=None):
@@ -106,12 +106,13 @@ def train_val_split(images, labels, val_size=VAL_SIZE):
 #
 # Each class has a row of 784 weights, a template that images are compared
 # with pixel by pixel (``weights.png`` draws them). nn.Linear starts them at
-# small random values; ``torch.manual_seed`` fixes which, for repeatable runs.
+# random, within 1/sqrt(784) = 0.036 of 0; ``torch.manual_seed`` fixes which.
 #
 # Where is the softmax? ``forward`` returns logits on purpose: the loss,
-# ``nn.CrossEntropyLoss``, applies it, taking log p[y] as z[y] - log(sum(exp(z)))
-# without forming p[y], which can round to 0 (below 1e-38 in 32-bit floats),
-# whose log is minus infinity. ``predict_proba`` applies it for probabilities.
+# ``nn.CrossEntropyLoss``, applies the softmax itself. It computes log p[y] as
+# z[y] - log(sum(exp(z))). That is more accurate than the log of p[y]: p[y]
+# can round to 0 (below 1e-38 in 32-bit floats), and log 0 is minus infinity.
+# ``predict_proba`` applies the softmax where we want probabilities.
 #
 # Worked by hand, for three classes: logits z = (2, 1, 0), true class y = 0.
 # - Softmax: p = exp(z) / sum(exp(z)). Subtract the largest logit first: the
@@ -126,11 +127,13 @@ def train_val_split(images, labels, val_size=VAL_SIZE):
 # - On to the weights (the chain rule): logits[i] = weight[i] . x + bias[i],
 #   so nudging weight[i, j] moves logits[i] by x[j] times the nudge, and the
 #   loss by g[i] * x[j] times it. Row i of weight.grad is the image x scaled
-#   by g[i], and bias.grad = g. A step against them (section 3) moves the true
-#   class's template towards x, by 1 - p[y], and each other one away, by p[i].
-# ``follow_one_image`` checks this on a real image: ``nn.functional`` holds
-# the loss as a function, and ``torch.autograd.grad(loss, logits)`` gives the
-# gradient with respect to any tensor in the record, leaving ``.grad`` alone.
+#   by g[i], and bias.grad = g. A step (section 3) subtracts lr times them: it
+#   adds lr * (1 - p[y]) * x to the true class's template, and subtracts
+#   lr * p[i] * x from each other class's.
+# ``follow_one_image`` checks this on a real image against PyTorch:
+# ``nn.functional.cross_entropy`` is the loss as a function, and
+# ``torch.autograd.grad`` returns, in a tuple, the gradients with respect to
+# the tensors it is given, leaving ``.grad`` alone.
 
 
 class SoftmaxClassifier(nn.Module):
@@ -139,14 +142,12 @@ class SoftmaxClassifier(nn.Module):
         self.linear = nn.Linear(n_inputs, n_classes)
 
     def forward(self, images):
-        """Logits, N x 10, for N images, each flattened first into a row of 784 numbers."""
+        """Logits, N x 10, for N images, each flattened into a row of 784 (section 7's are 1 x 28 x 28)."""
         return self.linear(images.flatten(start_dim=1))
 
     @torch.no_grad()
     def predict_proba(self, images):
         """Class probabilities, N x 10, each row adding up to 1."""
-        if images.max() > 1:
-            raise ValueError("pixel values must be in [0, 1], as in training: divide them by 255")
         return torch.softmax(self(images), dim=1)  # calling a module runs its forward()
 
 
@@ -178,30 +179,30 @@ def follow_one_image(model, image, label):
 # =============================================================================
 # 3. Train the model
 # =============================================================================
-LEARNING_RATE = 0.01  # the original's settings, the flags' defaults
-BATCH_SIZE = 16
-EPOCHS = 200
+LEARNING_RATE, BATCH_SIZE, EPOCHS = 0.01, 16, 200  # the original's settings, the flags' defaults
 # Each step takes a batch of 16 images: clear the old gradients (``backward``
-# adds to ``.grad``), compute the batch's mean loss, let ``backward`` compute
-# the gradients, and step: ``optimizer.step()`` does weight -= lr * weight.grad,
-# the learning rate lr = 0.01 setting the step's size. This is stochastic
-# gradient descent (SGD): stochastic, as each step sees only a sample of the
-# data. A pass over all the training images is an epoch; ``images.split(16)``
-# cuts its batches, the last one smaller (3,500 = 218 x 16 + 12).
+# adds to ``.grad``: uncleared, they would pile up), compute the batch's mean
+# loss, let ``backward`` compute the gradients, and step: ``optimizer.step()``
+# does weight -= lr * weight.grad, the learning rate lr = 0.01 setting the
+# step's size. This is stochastic gradient descent (SGD): stochastic, as each
+# step sees only a sample of the data. A pass over all the training images is
+# an epoch. ``images.split(16)`` cuts them into pieces of 16 rows, the last
+# one smaller: 3,500 = 218 x 16 + 12 (NumPy's split takes the number of
+# pieces instead). For data that is not one tensor yet, PyTorch's DataLoader
+# does it: ``DataLoader(dataset, batch_size=16)``.
 #
 # ``model.train()`` and ``model.eval()`` switch layers that act otherwise in
 # training, such as dropout (which zeroes random inputs, in training only).
-# This model has none, but every loop should call them. Ctrl-C raises
-# KeyboardInterrupt; ``fit`` catches it, and the model keeps what it learned.
+# This model has none, but every loop should call them.
 #
 # ``train_epoch_by_hand`` takes the same steps with section 2's gradients, and
 # no autograd or optimizer. The loss is the batch's mean, so each image's g is
 # (p - one_hot(y)) / N; row i of g.T @ images adds up g[:, i] times each image.
-# ``--by-hand`` reaches the same weights (within 2e-6 after 200 epochs) 2.5
-# times as fast (3.4 s against 8.5 s): for 7,850 weights, recording the
-# computation and the optimizer's bookkeeping take most of the time. Deeper models leave this to
-# autograd. It is also why training runs on the CPU even where there is a GPU:
-# a GPU would spend longer starting each small operation than computing it.
+# ``--by-hand`` reaches the same weights (within 2e-6 after 200 epochs) in
+# 3.4 s instead of 8.5 s: for 7,850 weights, autograd's record and the
+# optimizer's bookkeeping take most of the time. Steps this small are also
+# why training runs on the CPU, unless ``--device`` says otherwise: a GPU
+# would spend longer starting each operation than computing it.
 
 
 def make_batches(images, labels, batch_size=BATCH_SIZE, generator=None):
@@ -226,7 +227,7 @@ def train_epoch(model, batches, loss_fn, optimizer):
     return total_loss / seen
 
 
-@torch.no_grad()  # we compute the gradients ourselves: nothing to record
+@torch.no_grad()  # no record; and changing weights in place needs it off
 def train_epoch_by_hand(model, batches, lr):
     """train_epoch's SGD steps, with section 2's gradients instead of autograd and the optimizer."""
     model.train()
@@ -257,7 +258,7 @@ def evaluate(model, images, labels):
 def fit(model, train_data, val_data, epochs=EPOCHS, lr=LEARNING_RATE, batch_size=BATCH_SIZE,
         shuffle_seed=None, by_hand=False, log_every=10):
     """Train ``model`` on (images, labels) pairs; return each epoch's training loss and validation accuracy.
-    A ``shuffle_seed`` gives each epoch a new order of the images, drawn from a generator with that seed."""
+    A ``shuffle_seed`` gives every epoch a new order of the images."""
     loss_fn = nn.CrossEntropyLoss()  # softmax, then -log p[true class], averaged over the batch
     optimizer = torch.optim.SGD(model.parameters(), lr=lr)
     generator = None if shuffle_seed is None else torch.Generator().manual_seed(shuffle_seed)
@@ -317,8 +318,8 @@ def save_figure(fig, path, show=False):
 # =============================================================================
 # We watch the validation accuracy to choose settings, so it ends up a little
 # optimistic: the 10,000 test images, used only here, give the final score.
-# They are also many more: on 500 images, chance alone moves the accuracy by
-# about 1.6 points, on 10,000 by 0.4.
+# They are also many more: chance alone moves the accuracy on 500 images by
+# about 1.6 points (its standard error), on 10,000 by 0.4.
 
 
 def confusion_matrix(labels, predicted, n_classes=len(CLASSES)):
@@ -347,8 +348,8 @@ def load_model(path, device="cpu"):
 # =============================================================================
 # 6. Putting it together
 # =============================================================================
-# Sections 1 to 5 in order, with the flags' values in ``settings``. The model
-# is saved as soon as it is trained: nothing later can lose it.
+# Sections 1 to 5 in order, with the command line's flags in ``settings`` and
+# appendix A's figures. The model is saved once trained: nothing can lose it.
 
 
 def run_tutorial(settings):
@@ -362,7 +363,7 @@ def run_tutorial(settings):
     (train_images, train_labels), (val_images, val_labels) = train_val_split(images, labels, settings.val_size)
     print(f"Images: {len(train_images):,} to train, {len(val_images):,} to validate, "
           f"{len(test_images):,} to test, each a row of {train_images.shape[1]} pixels")
-    # The first ten training images: at 28 x 28 pixels some classes look much alike.
+    # The first ten training images: at 28 x 28, some classes look alike.
     samples = plot_ten(train_images[:10], [CLASSES[label] for label in train_labels[:10]],
                        "The first 10 Fashion-MNIST training images", cmap="gray")
     save_figure(samples, out / "samples.png", show)
@@ -370,9 +371,7 @@ def run_tutorial(settings):
     # 2. Build the model. Seeding first fixes its random starting weights.
     torch.manual_seed(settings.seed)
     model = SoftmaxClassifier().to(device)
-    print(model)
-    for name, tensor in model.state_dict().items():  # the tensors it learns
-        print(f"  {name}: {tuple(tensor.shape)}")
+    print(model, {name: tuple(tensor.shape) for name, tensor in model.state_dict().items()}, sep="\n")
 
     # 3. Train the model, then save it at once.
     train_data = train_images.to(device), train_labels.to(device)
@@ -399,9 +398,9 @@ def run_tutorial(settings):
     print(f"Test set ({len(test_labels):,} images): accuracy {test_accuracy:.1f}%, mean loss {test_loss:.4f}")
     print("  per class: " + ", ".join(f"{name} {accuracy:.0f}%" for name, accuracy in zip(CLASSES, per_class)))
     probabilities = model.predict_proba(test_images[:12])
-    # The first 12 test images beside their probabilities: how sure the model is, and what it hesitates between.
+    # The first 12 test images beside their probabilities: how sure is the model, and of what?
     save_figure(plot_predictions(test_images[:12], test_labels[:12], probabilities), out / "predictions.png", show)
-    # Each class's 784 weights as a 28 x 28 template: the garment's shape shows in red.
+    # Each class's weights as a 28 x 28 template: red where a light pixel raises its score, blue lowers it.
     save_figure(plot_weights(model.linear.weight), out / "weights.png", show)
     # The confusion matrix: right answers on its diagonal; elsewhere, which classes are taken for which.
     save_figure(plot_confusion(counts), out / "confusion.png", show)
@@ -414,13 +413,13 @@ def run_tutorial(settings):
 # =============================================================================
 # 7. Use the model
 # =============================================================================
-# A trained model is for new pictures, a photo of a shoe, say. But it knows
-# only centred garments, light on black, 28 x 28 pixels, in greyscale. So a
-# picture is prepared as Fashion-MNIST's images were made from shop photos,
-# in the six steps that its authors list (Xiao, Rasul and Vollgraf, 2017),
-# numbered below, with torchvision's transforms, ``v2``. ``read_picture``
-# (appendix B) gives a picture file as a 3 x H x W tensor of whole numbers
-# from 0 to 255 (red, green, blue), transparent parts white.
+# A trained model is for new pictures. But it knows only centred garments,
+# light on black, 28 x 28 pixels, in greyscale. So a picture is prepared as
+# Fashion-MNIST's images were made from shop photos, in the six steps that its
+# authors list (Xiao, Rasul and Vollgraf, 2017), with torchvision's transforms
+# (``v2``, their second version). ``read_picture`` (appendix B) gives a
+# picture file as an RGB tensor, 3 x H x W, of whole numbers from 0 to 255,
+# transparent parts white.
 
 
 def prepare_picture(picture):
@@ -439,10 +438,10 @@ def prepare_picture(picture):
     longest = max(height, width)
     picture = v2.functional.resize(picture, [max(1, IMAGE_SIDE * height // longest),
                                              max(1, IMAGE_SIDE * width // longest)], antialias=True)
-    # 3. Sharpen: by 2, which best prepared photo-like copies of test images back (tests/test_tutorial.py).
+    # 3. Sharpen, by the factor that best restored test images made photo-like (tests/test_tutorial.py).
     picture = v2.functional.adjust_sharpness(picture.clamp(0, 1), sharpness_factor=2)
     # 4. Extend to 28 x 28 with the background, centred as in the dataset: an odd margin's extra pixel goes
-    #    left (or on top), so 21 pixels wide gets 4 on the left and 3 on the right. One pixel matters.
+    #    left (or on top), so 21 pixels wide gets 4 left and 3 right. One pixel matters.
     height, width = picture.shape[1:]
     left, top = (IMAGE_SIDE - width + 1) // 2, (IMAGE_SIDE - height + 1) // 2
     picture = v2.functional.pad(picture, [left, top, IMAGE_SIDE - width - left, IMAGE_SIDE - height - top],
@@ -530,8 +529,7 @@ def plot_predictions(images, labels, probabilities, per_row=3):
         image_ax.set_title(f"{CLASSES[guess]} {probs[guess].item():.0%}\n(true: {CLASSES[label]})",
                            color="tab:red" if guess != label else "black", fontsize=9)
         draw_probabilities(bar_ax, probs, label)
-    fig.suptitle("Predicted probabilities for the first test images: "
-                 "blue is the true class, red a wrong prediction")
+    fig.suptitle("The first test images' predicted probabilities: blue is the true class, red a wrong guess")
     return fig
 
 
@@ -579,7 +577,7 @@ PROG = Path(__file__).name
 HERE = Path(__file__).resolve().parent
 DATA_DIR, OUT_DIR = HERE / "data", HERE / "outputs"  # the repository's own, wherever it runs from
 FULL_TRAIN_SIZE = 60_000
-# The original files' MD5 checksums; Debian's dataset-fashion-mnist holds them gzipped, for use offline.
+# MD5 checksums of the original files, which Debian's dataset-fashion-mnist holds gzipped.
 RAW_FILES = {
     "train-images-idx3-ubyte": "f4a8712d7a061bf5bd6d2ca38dc4d50a",
     "train-labels-idx1-ubyte": "9018921c3c673c538a1fc5bad174d6f9",
@@ -590,8 +588,8 @@ DEBIAN_DIR = Path("/usr/share/datasets/fashion-mnist")
 REINSTALL = "reinstall it with 'sudo apt-get install --reinstall dataset-fashion-mnist'"
 RUN_FILES = ["samples.png", "model.pt", "loss.png", "accuracy.png", "predictions.png", "weights.png",
              "confusion.png", "metrics.json"]  # what a run writes
-PICTURES_SHOWN = 12  # pictures that predict.png draws; only these are kept until the end
-LARGEST_SIDE = 1024  # larger pictures are reduced first, to bound the memory they take
+PICTURES_SHOWN = 12  # pictures that predict.png draws, the only ones kept
+LARGEST_SIDE = 1024  # larger pictures are reduced first, to bound memory
 
 
 def write_atomically(path, data):
@@ -707,7 +705,7 @@ def load_trained_model(path):
     except FileNotFoundError:
         raise OSError(f"no trained model at {path} yet: train one first with '{command}'") from None
     except OSError:
-        raise  # no permission, a folder: the OS's message says which
+        raise  # the OS's own message says what
     except Exception as error:  # torch.load's errors depend on what the file holds
         reason = textwrap.shorten(str(error), 200) if zipfile.is_zipfile(path) else "not a file that torch.save wrote"
         raise OSError(f"{path} is not a model of this tutorial ({reason}): train one with '{command}'") from None
@@ -766,7 +764,7 @@ def parse_args(argv=None):
         parser.error(f"argument --val-size: must be below --train-size ({args.train_size}), not {args.val_size}")
     if args.device != "cpu":
         try:
-            torch.empty(0, device=args.device)  # PyTorch's check: a device it knows, on this machine
+            torch.empty(0, device=args.device)  # PyTorch's own check
         except (RuntimeError, AssertionError, NotImplementedError) as error:
             parser.error(f"argument --device: cannot use {args.device} here ({str(error).splitlines()[0]})")
     return args
