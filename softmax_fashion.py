@@ -6,12 +6,12 @@ A Softmax classifier is the simplest neural network that sorts images into
 classes: one linear layer gives each class a score, and the softmax turns the
 scores into probabilities. This tutorial rebuilds "Building a Softmax
 Classifier for Images in PyTorch" (Machine Learning Mastery), "the original"
-below, with its data, model and settings, and says why at each step.
+below, with its data, model and settings, explaining each step.
 
-    python softmax_fashion.py                   # train for 200 epochs, then draw and save the results
+    python softmax_fashion.py                   # train, then draw and save the results
     python softmax_fashion.py --predict my.jpg  # then classify a picture of your own
 
-A first read takes about 45 minutes: the README's first sections, then
+A first read, of about an hour: the README's first four sections, then
 sections 1 to 7 here, in order; after it you can write the training loop
 yourself. The appendices can wait: A draws the figures, B holds the command
 line and the safety net.
@@ -87,7 +87,7 @@ def load_fashion_mnist(data_dir, train=True, count=None):
     dataset = datasets.FashionMNIST(data_dir, train=train, download=True)  # downloads only once
     images = dataset.data[:count]     # N x 28 x 28 whole numbers, from 0 (black) to 255 (white)
     labels = dataset.targets[:count]  # N class numbers, 0 to 9
-    # Floats in [0, 1]; flatten(start_dim=1) keeps dimension 0 and lays each image out in a row of 784.
+    # Floats in [0, 1]; flatten(start_dim=1) lays each image out in a row of 784.
     return images.flatten(start_dim=1).float() / 255, labels
 
 
@@ -109,10 +109,10 @@ def train_val_split(images, labels, val_size=VAL_SIZE):
 # random, within 1/sqrt(784) = 0.036 of 0; ``torch.manual_seed`` fixes which.
 #
 # Where is the softmax? ``forward`` returns logits on purpose: the loss,
-# ``nn.CrossEntropyLoss``, applies the softmax itself. It computes log p[y] as
-# z[y] - log(sum(exp(z))). That is more accurate than the log of p[y]: p[y]
-# can round to 0 (below 1e-38 in 32-bit floats), and log 0 is minus infinity.
-# ``predict_proba`` applies the softmax where we want probabilities.
+# ``nn.CrossEntropyLoss``, applies the softmax itself, computing log p[y] for
+# logits z and true class y as z[y] - log(sum(exp(z))): p[y] itself could
+# round to 0 in 32-bit floats, and log 0 is -inf. ``predict_proba`` applies
+# the softmax where we want probabilities.
 #
 # Worked by hand, for three classes: logits z = (2, 1, 0), true class y = 0.
 # - Softmax: p = exp(z) / sum(exp(z)). Subtract the largest logit first: the
@@ -121,19 +121,19 @@ def train_val_split(images, labels, val_size=VAL_SIZE):
 #   exp(z - 2) = (1, 0.368, 0.135), summing to 1.503: p = (0.665, 0.245, 0.090).
 # - Cross-entropy loss: -log p[y] = -log 0.665 = 0.41: near 0 when the true
 #   class gets a probability near 1, large when it gets little.
-# - Its gradient with respect to the logits: differentiate
-#   -log p[y] = log(sum(exp(z))) - z[y] by each z[i] to get g = p - one_hot(y),
-#   where one_hot(y) is zeros with a 1 at y: g = (-0.335, 0.245, 0.090).
+# - Its gradient with respect to the logits: -log p[y] = log(sum(exp(z))) - z[y],
+#   and the derivative of log(sum(exp(z))) by z[i] is exp(z[i]) / sum(exp(z)),
+#   that is p[i]; z[y]'s is 1 for i = y. So g = p - one_hot(y) (zeros with a
+#   1 at y), here (-0.335, 0.245, 0.090).
 # - On to the weights (the chain rule): logits[i] = weight[i] . x + bias[i],
 #   so nudging weight[i, j] moves logits[i] by x[j] times the nudge, and the
-#   loss by g[i] * x[j] times it. Row i of weight.grad is the image x scaled
-#   by g[i], and bias.grad = g. A step (section 3) subtracts lr times them: it
-#   adds lr * (1 - p[y]) * x to the true class's template, and subtracts
-#   lr * p[i] * x from each other class's.
-# ``follow_one_image`` checks this on a real image against PyTorch:
-# ``nn.functional.cross_entropy`` is the loss as a function, and
-# ``torch.autograd.grad`` returns, in a tuple, the gradients with respect to
-# the tensors it is given, leaving ``.grad`` alone.
+#   loss by g[i] * x[j] times it: row i of weight.grad is x scaled by g[i],
+#   and bias.grad = g. A step (section 3) subtracts lr times them: template
+#   y gains lr * (1 - p[y]) * x, and each other template i loses lr * p[i] * x.
+# ``follow_one_image`` checks this on a real image against PyTorch's loss
+# function, ``nn.functional.cross_entropy``, and ``torch.autograd.grad``,
+# which returns, in a tuple, the gradients with respect to any tensors it is
+# given, weights or not, leaving ``.grad`` alone.
 
 
 class SoftmaxClassifier(nn.Module):
@@ -161,7 +161,7 @@ def follow_one_image(model, image, label):
         probabilities = shifted.exp() / shifted.exp().sum()
         loss = shifted.exp().sum().log() - shifted[label]  # log(sum(exp(z))) - z[y], both shifted
         gradient = probabilities - nn.functional.one_hot(label, len(CLASSES))
-        # assert_close raises, with the numbers, if they differ by more than float32 rounding.
+        # assert_close raises, showing the numbers, if they differ beyond float32 rounding.
         torch.testing.assert_close(probabilities, torch.softmax(logits, dim=0))
         torch.testing.assert_close(loss, torch_loss)
         torch.testing.assert_close(gradient, torch_gradient)
@@ -181,28 +181,30 @@ def follow_one_image(model, image, label):
 # =============================================================================
 LEARNING_RATE, BATCH_SIZE, EPOCHS = 0.01, 16, 200  # the original's settings, the flags' defaults
 # Each step takes a batch of 16 images: clear the old gradients (``backward``
-# adds to ``.grad``: uncleared, they would pile up), compute the batch's mean
-# loss, let ``backward`` compute the gradients, and step: ``optimizer.step()``
-# does weight -= lr * weight.grad, the learning rate lr = 0.01 setting the
-# step's size. This is stochastic gradient descent (SGD): stochastic, as each
-# step sees only a sample of the data. A pass over all the training images is
-# an epoch. ``images.split(16)`` cuts them into pieces of 16 rows, the last
-# one smaller: 3,500 = 218 x 16 + 12 (NumPy's split takes the number of
-# pieces instead). For data that is not one tensor yet, PyTorch's DataLoader
-# does it: ``DataLoader(dataset, batch_size=16)``.
+# adds to ``.grad``), compute the batch's mean loss from its logits and labels
+# (class numbers, not one-hot), let ``backward`` compute the gradients, and
+# step: ``optimizer.step()`` does weight -= lr * weight.grad, the learning
+# rate lr = 0.01 setting the step's size. This is stochastic gradient descent
+# (SGD): stochastic, as each step sees only a sample of the data. A pass over
+# all the training images is an epoch. ``images.split(16)`` cuts it into
+# pieces of 16 rows, the last one smaller: 3,500 = 218 x 16 + 12 (NumPy's
+# split takes the number of pieces). For data that is not one tensor,
+# PyTorch's ``DataLoader(dataset, batch_size=16)`` does it.
 #
 # ``model.train()`` and ``model.eval()`` switch layers that act otherwise in
 # training, such as dropout (which zeroes random inputs, in training only).
-# This model has none, but every loop should call them.
+# This model has none, but every loop should call them. The loop is
+# ``train_epoch`` then ``evaluate``, epoch after epoch; ``fit`` adds
+# shuffling, progress and Ctrl-C.
 #
 # ``train_epoch_by_hand`` takes the same steps with section 2's gradients, and
 # no autograd or optimizer. The loss is the batch's mean, so each image's g is
-# (p - one_hot(y)) / N; row i of g.T @ images adds up g[:, i] times each image.
-# ``--by-hand`` reaches the same weights (within 2e-6 after 200 epochs) in
-# 3.4 s instead of 8.5 s: for 7,850 weights, autograd's record and the
-# optimizer's bookkeeping take most of the time. Steps this small are also
-# why training runs on the CPU, unless ``--device`` says otherwise: a GPU
-# would spend longer starting each operation than computing it.
+# (p - one_hot(y)) / N, and weight.grad = g.T @ images: row i sums g[n, i]
+# times image n over the batch. ``--by-hand`` reaches the same weights (within
+# 2e-6 after 200 epochs) in 3.4 s instead of 8.5 s: for 7,850 weights,
+# autograd's record and the optimizer's bookkeeping cost most of the time.
+# Steps this small are also why training runs on the CPU unless ``--device``
+# says otherwise: a GPU would spend longer starting each than computing it.
 
 
 def make_batches(images, labels, batch_size=BATCH_SIZE, generator=None):
@@ -227,7 +229,7 @@ def train_epoch(model, batches, loss_fn, optimizer):
     return total_loss / seen
 
 
-@torch.no_grad()  # no record; and changing weights in place needs it off
+@torch.no_grad()  # no record: autograd refuses in-place changes to weights it records
 def train_epoch_by_hand(model, batches, lr):
     """train_epoch's SGD steps, with section 2's gradients instead of autograd and the optimizer."""
     model.train()
@@ -259,7 +261,7 @@ def fit(model, train_data, val_data, epochs=EPOCHS, lr=LEARNING_RATE, batch_size
         shuffle_seed=None, by_hand=False, log_every=10):
     """Train ``model`` on (images, labels) pairs; return each epoch's training loss and validation accuracy.
     A ``shuffle_seed`` gives every epoch a new order of the images."""
-    loss_fn = nn.CrossEntropyLoss()  # softmax, then -log p[true class], averaged over the batch
+    loss_fn = nn.CrossEntropyLoss()  # softmax, then -log p[y], averaged over the batch
     optimizer = torch.optim.SGD(model.parameters(), lr=lr)
     generator = None if shuffle_seed is None else torch.Generator().manual_seed(shuffle_seed)
     history = {"train_loss": [], "val_accuracy": []}
@@ -292,7 +294,6 @@ def fit(model, train_data, val_data, epochs=EPOCHS, lr=LEARNING_RATE, batch_size
 # The training loss should fall quickly, then slowly; the validation accuracy
 # should rise and level off. If it fell while the loss kept falling, the model
 # would be memorising its 3,500 training images instead of learning clothes.
-# Appendix A draws the other figures.
 
 
 def plot_curve(values, ylabel, title):
@@ -316,10 +317,10 @@ def save_figure(fig, path, show=False):
 # =============================================================================
 # 5. Beyond the original: test set, probabilities, weights, confusions, saving
 # =============================================================================
-# We watch the validation accuracy to choose settings, so it ends up a little
-# optimistic: the 10,000 test images, used only here, give the final score.
-# They are also many more: chance alone moves the accuracy on 500 images by
-# about 1.6 points (its standard error), on 10,000 by 0.4.
+# A validation accuracy watched to choose settings ends up a little optimistic:
+# the 10,000 test images, used only here, give the final score. They are also
+# many more: chance moves the accuracy on 500 images by about 1.6 points (the
+# standard error, sqrt(0.84 x 0.16 / 500)), on 10,000 by 0.4.
 
 
 def confusion_matrix(labels, predicted, n_classes=len(CLASSES)):
@@ -349,7 +350,7 @@ def load_model(path, device="cpu"):
 # 6. Putting it together
 # =============================================================================
 # Sections 1 to 5 in order, with the command line's flags in ``settings`` and
-# appendix A's figures. The model is saved once trained: nothing can lose it.
+# appendix A's figures. The model is saved right after training.
 
 
 def run_tutorial(settings):
@@ -357,7 +358,7 @@ def run_tutorial(settings):
     out, show = settings.out_dir, settings.show
     device = torch.device(settings.device)
 
-    # 1. Prepare the data. The test images are put aside for section 5.
+    # 1. Prepare the data; the test images wait for section 5.
     images, labels = load_fashion_mnist(settings.data_dir, count=settings.train_size)
     test_images, test_labels = load_fashion_mnist(settings.data_dir, train=False)
     (train_images, train_labels), (val_images, val_labels) = train_val_split(images, labels, settings.val_size)
@@ -394,7 +395,7 @@ def run_tutorial(settings):
     test_images, test_labels = test_images.to(device), test_labels.to(device)
     predicted, test_accuracy, test_loss = evaluate(model, test_images, test_labels)
     counts = confusion_matrix(test_labels, predicted).cpu()
-    per_class = 100 * counts.diagonal() / counts.sum(dim=1)  # right answers over images, for each true class
+    per_class = 100 * counts.diagonal() / counts.sum(dim=1)  # per true class: right answers over images
     print(f"Test set ({len(test_labels):,} images): accuracy {test_accuracy:.1f}%, mean loss {test_loss:.4f}")
     print("  per class: " + ", ".join(f"{name} {accuracy:.0f}%" for name, accuracy in zip(CLASSES, per_class)))
     probabilities = model.predict_proba(test_images[:12])
@@ -418,8 +419,8 @@ def run_tutorial(settings):
 # Fashion-MNIST's images were made from shop photos, in the six steps that its
 # authors list (Xiao, Rasul and Vollgraf, 2017), with torchvision's transforms
 # (``v2``, their second version). ``read_picture`` (appendix B) gives a
-# picture file as an RGB tensor, 3 x H x W, of whole numbers from 0 to 255,
-# transparent parts white.
+# picture file as a 3 x H x W tensor (colour channels first, PyTorch's order)
+# of whole numbers from 0 to 255, transparent parts white.
 
 
 def prepare_picture(picture):
@@ -438,7 +439,7 @@ def prepare_picture(picture):
     longest = max(height, width)
     picture = v2.functional.resize(picture, [max(1, IMAGE_SIDE * height // longest),
                                              max(1, IMAGE_SIDE * width // longest)], antialias=True)
-    # 3. Sharpen, by the factor that best restored test images made photo-like (tests/test_tutorial.py).
+    # 3. Sharpen, by 2: the factor that best restored test images made photo-like.
     picture = v2.functional.adjust_sharpness(picture.clamp(0, 1), sharpness_factor=2)
     # 4. Extend to 28 x 28 with the background, centred as in the dataset: an odd margin's extra pixel goes
     #    left (or on top), so 21 pixels wide gets 4 left and 3 right. One pixel matters.
@@ -446,7 +447,7 @@ def prepare_picture(picture):
     left, top = (IMAGE_SIDE - width + 1) // 2, (IMAGE_SIDE - height + 1) // 2
     picture = v2.functional.pad(picture, [left, top, IMAGE_SIDE - width - left, IMAGE_SIDE - height - top],
                                 fill=background.tolist())
-    # 5. Negate the intensities where the background is light: the garment becomes light on black.
+    # 5. Where the background is light, negate: the garment becomes light on black.
     if background.mean() > 0.5:
         picture = 1 - picture
     # 6. Convert to greyscale, in the 256 levels of an 8-bit file.
@@ -706,7 +707,7 @@ def load_trained_model(path):
         raise OSError(f"no trained model at {path} yet: train one first with '{command}'") from None
     except OSError:
         raise  # the OS's own message says what
-    except Exception as error:  # torch.load's errors depend on what the file holds
+    except Exception as error:  # torch.load's errors vary with the file
         reason = textwrap.shorten(str(error), 200) if zipfile.is_zipfile(path) else "not a file that torch.save wrote"
         raise OSError(f"{path} is not a model of this tutorial ({reason}): train one with '{command}'") from None
     if not all(tensor.isfinite().all() for tensor in model.state_dict().values()):
@@ -747,7 +748,7 @@ def parse_args(argv=None):
     add("--out-dir", metavar="DIR", type=Path, default=OUT_DIR, help="where outputs and model.pt go (%(default)s)")
     add("--device", default="cpu", help="where to train: cpu, or a GPU: cuda, cuda:1... (%(default)s)")
     add("--log-every", metavar="N", type=int, default=10, help="print progress every N epochs (%(default)s)")
-    add("--show", action="store_true", help="also show the figures, in windows or in a notebook")
+    add("--show", action="store_true", help="also show the figures (in windows, or a notebook)")
     add("--predict", metavar="IMAGE", nargs="+", type=Path, help="classify pictures, or folders of them, instead")
     args = parser.parse_args(argv)
 

@@ -168,7 +168,7 @@ def test_the_peak_memory_of_predict_does_not_grow_with_the_number_of_pictures(mo
     photo = tmp_path / "photo.png"
     Image.open(REPO / "docs" / "boot.png").resize((1024, 1024)).save(photo)  # 3 MB in memory
     processes = {}
-    for n in (12, 40):  # side by side, each with a model.pt of its own
+    for n in (12, 100):  # side by side, each with a model.pt of its own
         (tmp_path / str(n)).mkdir()
         shutil.copy(model_dir / "model.pt", tmp_path / str(n))
         processes[n] = subprocess.Popen([sys.executable, REPO / "softmax_fashion.py", "--predict", *[photo] * n,
@@ -179,7 +179,7 @@ def test_the_peak_memory_of_predict_does_not_grow_with_the_number_of_pictures(mo
         process.returncode = os.waitstatus_to_exitcode(status)  # reaped here: Popen need not wait again
         assert process.returncode == 0
         peaks[n] = usage.ru_maxrss / 1024  # in MiB: Linux gives KiB
-    assert peaks[40] < peaks[12] + 40, peaks  # keeping 28 more pictures would add 84 MB
+    assert peaks[100] < peaks[12] + 100, peaks  # keeping 88 more would add 264 MB; runs vary by 50
 
 
 @pytest.mark.parametrize("case", ["missing", "a folder", "text", "other shapes", "NaN"])
