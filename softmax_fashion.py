@@ -186,7 +186,7 @@ LEARNING_RATE, BATCH_SIZE, EPOCHS = 0.01, 16, 200  # the original's settings, th
 # step: ``optimizer.step()`` does weight -= lr * weight.grad, the learning
 # rate lr = 0.01 setting the step's size. This is stochastic gradient descent
 # (SGD): stochastic, as each step sees only a sample of the data. A pass over
-# all the training images is an epoch. ``images.split(16)`` cuts it into
+# all the training images is an epoch. ``images.split(16)`` cuts them into
 # pieces of 16 rows, the last one smaller: 3,500 = 218 x 16 + 12 (NumPy's
 # split takes the number of pieces). For data that is not one tensor,
 # PyTorch's ``DataLoader(dataset, batch_size=16)`` does it.

@@ -179,7 +179,7 @@ def test_the_peak_memory_of_predict_does_not_grow_with_the_number_of_pictures(mo
         process.returncode = os.waitstatus_to_exitcode(status)  # reaped here: Popen need not wait again
         assert process.returncode == 0
         peaks[n] = usage.ru_maxrss / 1024  # in MiB: Linux gives KiB
-    assert peaks[100] < peaks[12] + 100, peaks  # keeping 88 more would add 264 MB; runs vary by 50
+    assert peaks[100] < peaks[12] + 130, peaks  # keeping 88 more adds 200 MB or so; runs vary by up to 70
 
 
 @pytest.mark.parametrize("case", ["missing", "a folder", "text", "other shapes", "NaN"])
