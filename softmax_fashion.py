@@ -11,7 +11,7 @@ below, with its data, model and settings, explaining each step.
     python softmax_fashion.py                   # train, then draw and save the results
     python softmax_fashion.py --predict my.jpg  # then classify a picture of your own
 
-A first read, of about an hour: the README's first four sections, then
+A first read, of an hour or two: the README's first four sections, then
 sections 1 to 7 here, in order; after it you can write the training loop
 yourself. The appendices can wait: A draws the figures, B holds the command
 line and the safety net.
