@@ -45,6 +45,7 @@ from torchvision.transforms import v2
 # Only the appendices need these: skip them on a first read.
 import argparse
 import gzip
+import itertools
 import json
 import os
 import signal
@@ -55,14 +56,10 @@ import zipfile
 import zlib
 from pathlib import Path
 
+from filelock import FileLock, Timeout
 from matplotlib import font_manager
 from PIL import Image, ImageOps
 from torchvision.datasets.utils import check_integrity
-
-try:
-    import fcntl  # file locks, for appendix B; Windows has none
-except ImportError:
-    fcntl = None
 
 # =============================================================================
 # 1. Prepare the data
@@ -589,6 +586,7 @@ DEBIAN_DIR = Path("/usr/share/datasets/fashion-mnist")
 REINSTALL = "reinstall it with 'sudo apt-get install --reinstall dataset-fashion-mnist'"
 RUN_FILES = ["samples.png", "model.pt", "loss.png", "accuracy.png", "predictions.png", "weights.png",
              "confusion.png", "metrics.json"]  # what a run writes
+LOCK_FILE = ".lock"  # in --out-dir: one run at a time
 PICTURES_SHOWN = 12  # pictures that predict.png draws, the only ones kept
 LARGEST_SIDE = 1024  # larger pictures are reduced first, to bound memory
 
@@ -598,11 +596,25 @@ def write_atomically(path, data):
     tmp = path.with_name(f".{path.name}.{os.getpid()}.partial")
     try:
         tmp.write_bytes(data)
-        os.replace(tmp, path)
+        replace_when_free(tmp, path)
     except OSError as error:  # name ``path``, not the temporary file
         raise OSError(error.errno, error.strerror, str(path)) from None
     finally:
         tmp.unlink(missing_ok=True)
+
+
+def replace_when_free(tmp, path):
+    """os.replace(tmp, path), waiting while another program holds ``path`` open: Windows refuses then."""
+    for attempt in itertools.count():
+        try:
+            return os.replace(tmp, path)
+        except PermissionError as error:
+            if not getattr(error, "winerror", None):  # set by Windows alone; elsewhere a real lack of permission
+                raise
+            if attempt == 10:  # a virus scan lets go within a second, an image viewer once it is closed
+                print(f"{PROG}: {path} is open in another program: close it, and the run goes on "
+                      f"(or press Ctrl-C to quit)", file=sys.stderr, flush=True)
+            time.sleep(0.1)
 
 
 def prepare_data(data_dir):
@@ -666,10 +678,12 @@ def read_picture(path):
 
 
 def picture_files(paths):
-    """The files given, each folder replaced by its files in name order (hidden ones left out)."""
+    """The files given, each folder replaced by its picture files in name order (hidden ones left out)."""
+    extensions = Image.registered_extensions()  # those that Pillow reads: not desktop.ini, Thumbs.db, ...
     for path in paths:
         if path.is_dir():
-            yield from sorted(file for file in path.iterdir() if file.is_file() and not file.name.startswith("."))
+            yield from sorted((file for file in path.iterdir() if file.is_file() and not file.name.startswith(".")
+                               and file.suffix.lower() in extensions), key=lambda file: file.name)
         else:
             yield path
 
@@ -716,20 +730,18 @@ def load_trained_model(path):
 
 
 def claim_out_dir(out_dir, names):
-    """Lock ``out_dir`` for this run, once no folder stands where a file goes."""
+    """Lock ``out_dir`` for this run, once no folder stands where a file goes; return the lock."""
     out_dir.mkdir(parents=True, exist_ok=True)
     in_the_way = [name for name in names if (out_dir / name).is_dir()]
     if in_the_way:
         raise IsADirectoryError(f"{out_dir / in_the_way[0]} is a folder, where this run would write a file")
-    folder = os.open(out_dir, os.O_RDONLY)
+    lock = FileLock(out_dir / LOCK_FILE)  # the OS holds the lock, not the file: a file left behind locks nothing
     try:
-        if fcntl:
-            fcntl.flock(folder, fcntl.LOCK_EX | fcntl.LOCK_NB)
-    except BlockingIOError:
-        os.close(folder)
+        lock.acquire(blocking=False)
+    except Timeout:
         raise OSError(f"--out-dir {out_dir} is in use by another run: wait for it to end, "
                       f"or give this run another --out-dir") from None
-    return folder
+    return lock
 
 
 def parse_args(argv=None):
@@ -773,6 +785,8 @@ def parse_args(argv=None):
 
 def main(argv=None):
     """Run the tutorial, or --predict; return the exit status."""
+    if hasattr(sys.stdout, "reconfigure"):  # a terminal or a file (not a notebook, nor None after `>&-`)
+        sys.stdout.reconfigure(errors="backslashreplace")  # Windows' code pages lack most characters
     try:
         args = parse_args(argv)
     except SystemExit as exit_:  # --help or a bad flag: a notebook gets the status
@@ -781,14 +795,15 @@ def main(argv=None):
         print("--show: no display here, so the figures are only saved.")
         args.show = False
 
-    # SIGINT (Ctrl-C), SIGTERM (`kill`) and SIGHUP raise KeyboardInterrupt: in training, fit() stops and the
-    # run goes on; elsewhere, or again, the run quits. Signals ignored (by nohup) stay ignored.
+    # SIGINT (Ctrl-C), SIGTERM (`kill`), SIGHUP (a closed terminal) and, on Windows, SIGBREAK (Ctrl-Break, a
+    # closed console) raise KeyboardInterrupt: in training, fit() stops and the run goes on; elsewhere, or
+    # again, the run quits. Signals ignored (by nohup) stay ignored.
     received = []
 
     def interrupt(signum, frame):
         received.append(signum)
         raise KeyboardInterrupt
-    signals = [signal.SIGINT, signal.SIGTERM] + ([signal.SIGHUP] if hasattr(signal, "SIGHUP") else [])
+    signals = [getattr(signal, name) for name in ("SIGINT", "SIGTERM", "SIGHUP", "SIGBREAK") if hasattr(signal, name)]
     previous = {s: signal.signal(s, interrupt) for s in signals if signal.getsignal(s) is not signal.SIG_IGN}
     threads = torch.get_num_threads()
     torch.set_num_threads(1)  # steps on 16 images are too small to share: one thread is faster
@@ -818,7 +833,7 @@ def main(argv=None):
         return 128 + signum
     finally:
         if lock is not None:
-            os.close(lock)
+            lock.release()
         torch.set_num_threads(threads)
         for signum, handler in previous.items():
             signal.signal(signum, handler)

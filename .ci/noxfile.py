@@ -1,15 +1,17 @@
-"""The tests on the oldest and on the newest supported combination of Python and packages.
+"""The tests on three sets of packages: the oldest that requirements.txt allows, Colab's, and the newest tested.
 
-    nox -f .ci/noxfile.py             # both sessions; -s oldest or -s newest for one
+    nox -f .ci/noxfile.py             # all three; -s oldest, -s colab or -s newest for one
 
-uv makes each session's environment from the Python package index. python3.10 and python3.13
-must be on the path (with pyenv, list them in PYENV_VERSION, as .ci/run does).
+uv makes each session's environment from the Python package index. python3.10 and python3.13 must be
+on the path (with pyenv, list them in PYENV_VERSION, as .ci/run does).
 """
+import json
 from pathlib import Path
 
 import nox
 
-REPO = Path(__file__).resolve().parents[1]
+CI = Path(__file__).resolve().parent
+REPO = CI.parent
 REQUIREMENTS = str(REPO / "requirements.txt")
 nox.options.default_venv_backend = "uv"
 nox.options.error_on_missing_interpreters = True  # a Python that is missing fails the run, not skips it
@@ -18,14 +20,28 @@ nox.options.error_on_missing_interpreters = True  # a Python that is missing fai
 @nox.session(python="3.10")
 def oldest(session):
     """Python 3.10 with the lowest versions that requirements.txt allows (and their dependencies' newest)."""
-    session.install("--resolution=lowest-direct", "-r", REQUIREMENTS)
+    session.install("--resolution=lowest-direct", "-r", REQUIREMENTS, "-c", str(CI / "oldest.txt"))
     session.chdir(REPO)
     session.run("python", "-m", "pytest", "tests", env={"OLDEST_COMBINATION": "1"})
 
 
 @nox.session(python="3.13")
+def colab(session):
+    """Colab's packages as they are: `pip install -r requirements.txt` installs nothing; the tests and a run pass."""
+    session.install("-r", str(CI / "colab.txt"), "pip")
+    report = Path(session.create_tmp()) / "report.json"
+    session.run("python", "-m", "pip", "install", "--quiet", "--dry-run", "--report", str(report), "-r", REQUIREMENTS)
+    would_install = [item["metadata"]["name"] for item in json.loads(report.read_text(encoding="utf-8"))["install"]]
+    if would_install:
+        session.error(f"pip install -r requirements.txt would install {would_install} on Colab")
+    session.chdir(REPO)
+    session.run("python", "-m", "pytest", "tests")
+    session.run("python", "softmax_fashion.py", "--epochs", "2", "--out-dir", session.create_tmp())
+
+
+@nox.session(python="3.13")
 def newest(session):
-    """The newest Python on these machines with the newest releases that requirements.txt allows."""
-    session.install("--resolution=highest", "-r", REQUIREMENTS)
+    """The newest Python on these machines with the newest releases tested (.ci/newest.txt)."""
+    session.install("-r", REQUIREMENTS, "-c", str(CI / "newest.txt"))
     session.chdir(REPO)
     session.run("python", "-m", "pytest", "tests")

@@ -14,8 +14,10 @@ import softmax_fashion as sf  # noqa: E402
 
 
 def pytest_configure(config):
-    # Warnings are errors here, as under `python -W error`: the tutorial must use no deprecated API.
-    config.addinivalue_line("filterwarnings", "error")
+    # Warnings are errors here, and deprecations too where the tutorial or its tests call a deprecated API. A
+    # library's deprecation of what it calls of its own dependencies (old matplotlib's pyparsing names) is not.
+    for line in ("error", "default::DeprecationWarning", "error::DeprecationWarning:(softmax_fashion|conftest|test_)"):
+        config.addinivalue_line("filterwarnings", line)
 
 
 FIGURES = ["accuracy.png", "confusion.png", "loss.png", "predictions.png", "samples.png", "weights.png"]
@@ -55,6 +57,11 @@ def one_error_line(err):
     lines = err.strip().splitlines()
     assert len(lines) == 1 or (len(lines) == 2 and lines[0].startswith("usage:")), err
     return lines[-1]
+
+
+def files(folder):
+    """The names of the files in ``folder``, but a run's lock file (which may stay)."""
+    return sorted(path.name for path in Path(folder).iterdir() if path.name != sf.LOCK_FILE)
 
 
 def leftovers(folder):

@@ -1,5 +1,6 @@
 """Sections 1 to 7: what the tutorial teaches, checked on the real data."""
 import re
+import shutil
 
 import pytest
 import torch
@@ -60,7 +61,7 @@ def test_the_worked_example_in_the_text_is_right():
     z = torch.tensor([2.0, 1.0, 0.0])
     p = torch.softmax(z, dim=0)
     loss = torch.nn.functional.cross_entropy(z.unsqueeze(0), torch.tensor([0]))
-    text = (REPO / "softmax_fashion.py").read_text()
+    text = (REPO / "softmax_fashion.py").read_text(encoding="utf-8")
     assert f"p = ({p[0]:.3f}, {p[1]:.3f}, {p[2]:.3f})" in text
     assert f"-log {p[0]:.3f} = {loss:.2f}" in text
     assert f"({p[0] - 1:.3f}, {p[1]:.3f}, {p[2]:.3f})" in text  # the gradient, p - one_hot(0)
@@ -260,19 +261,20 @@ def test_predict_prints_the_three_most_probable_classes_and_draws_them(trained_m
 
 def readme_block(containing):
     """The README's ```python block that contains ``containing``."""
-    blocks = re.findall(r"```python\n(.*?)```", (REPO / "README.md").read_text(), re.S)
+    blocks = re.findall(r"```python\n(.*?)```", (REPO / "README.md").read_text(encoding="utf-8"), re.S)
     [block] = [block for block in blocks if containing in block]
     return block
 
 
 def test_the_readmes_python_blocks_run_as_written(trained_model, data_dir, tmp_path, monkeypatch, capsys):
-    (tmp_path / "outputs").mkdir()  # laid out as the repository after a default run
+    for folder in ("outputs", "docs"):  # laid out as the repository after a default run
+        (tmp_path / folder).mkdir()
     sf.save_model(trained_model, tmp_path / "outputs" / "model.pt")
-    (tmp_path / "docs").symlink_to(REPO / "docs")
-    (tmp_path / "data").symlink_to(data_dir)
+    shutil.copy(REPO / "docs" / "boot.png", tmp_path / "docs")
     monkeypatch.chdir(tmp_path)
     exec(readme_block("sf.classify_picture"), {})
     assert re.fullmatch(r"Ankle boot \d+%, \S[^,]* \d+%, \S[^,]* \d+%\n", capsys.readouterr().out)
+    monkeypatch.chdir(data_dir.parent)  # the repository, with data/
     threads = torch.get_num_threads()
     try:
         exec(readme_block("sf.fit("), {})
