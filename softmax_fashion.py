@@ -2,27 +2,25 @@
 A Softmax classifier for Fashion-MNIST images, in PyTorch
 =========================================================
 
-A Softmax classifier is the simplest neural network that sorts images into
-classes: one linear layer gives each class a score, and the softmax turns the
-scores into probabilities. This tutorial rebuilds "Building a Softmax
-Classifier for Images in PyTorch" (Machine Learning Mastery), "the original"
-below, with its data, model and settings, explaining each step.
+The simplest neural network that sorts images into classes: one linear layer
+gives each class a score, and the softmax turns the scores into
+probabilities. It rebuilds "Building a Softmax Classifier for Images in
+PyTorch" (Machine Learning Mastery), "the original", with its data, model and
+settings.
 
     python softmax_fashion.py                   # train, then draw and save the results
     python softmax_fashion.py --predict my.jpg  # then classify a picture of your own
 
-A first read, of an hour or two: the README's first four sections, then
-sections 1 to 7 here, in order; after it you can write the training loop
-yourself. The appendices can wait: A draws the figures, B holds the command
-line and the safety net.
+Two sittings, each ending in the README's exercises: the README's opening and
+sections 1 to 4 here, the original's lesson; then sections 5 to 7, with the
+README's "Use your model". The appendices (A draws the figures, B holds the
+command line and the safety net) are on no reading path.
 
 PyTorch for a NumPy user: a tensor is PyTorch's array. It indexes, slices and
 broadcasts as a NumPy array does, and ``t.numpy()`` makes it one. NumPy's
 axis is PyTorch's dimension, ``dim``: ``t.sum(dim=1)`` is ``a.sum(axis=1)``,
 ``t.unsqueeze(0)`` is ``np.expand_dims(a, 0)``, and ``t.item()`` is the
-number in a one-element tensor. A tensor lives on a device, "cpu" or a GPU
-such as "cuda", and ``t.to(device)`` moves it. Given a ``dim``, ``t.max`` and
-``t.median`` return the values and their indices: take ``.values``. New:
+number in a one-element tensor. New:
 - ``requires_grad``: a tensor so marked (the model's weights, which
   ``model.parameters()`` lists) makes PyTorch record each computation with it.
 - ``loss.backward()`` works back through that record and adds to each
@@ -34,7 +32,6 @@ such as "cuda", and ``t.to(device)`` moves it. Given a ``dim``, ``t.max`` and
 
 import io
 import math
-import time
 
 import matplotlib.pyplot as plt
 import torch
@@ -51,6 +48,7 @@ import os
 import signal
 import sys
 import textwrap
+import time
 import warnings
 import zipfile
 import zlib
@@ -71,7 +69,7 @@ from torchvision.datasets.utils import check_integrity
 #
 # Like the original, we keep the first 4,000 training images, so that training
 # takes seconds, and split them in order: 3,500 to train on, the last 500 to
-# validate, that is, to measure the model on images it does not learn from.
+# validate.
 
 CLASSES = ("T-shirt/top", "Trouser", "Pullover", "Dress", "Coat",  # the names of classes 0 to 9
            "Sandal", "Shirt", "Sneaker", "Bag", "Ankle boot")
@@ -97,40 +95,43 @@ def train_val_split(images, labels, val_size=VAL_SIZE):
 # =============================================================================
 # 2. Build the model
 # =============================================================================
-# One linear layer: 784 pixel values in, ten class scores, the logits, out:
+# A linear layer computes each output as a weighted sum of its inputs plus a
+# bias. Ours turns an image's 784 pixel values x into ten class scores, the
+# logits:
 #
-#     logits = images @ weight.T + bias        (weight: 10 x 784, bias: 10)
+#     logits = x @ weight.T + bias        (weight: 10 x 784, bias: 10)
 #
-# Each class has a row of 784 weights, a template that images are compared
-# with pixel by pixel (``weights.png`` draws them). nn.Linear starts them at
-# random, within 1/sqrt(784) = 0.036 of 0; ``torch.manual_seed`` fixes which.
-#
-# Where is the softmax? ``forward`` returns logits on purpose: the loss,
-# ``nn.CrossEntropyLoss``, applies the softmax itself, computing log p[y] for
-# logits z and true class y as z[y] - log(sum(exp(z))): p[y] itself could
-# round to 0 in 32-bit floats, and log 0 is -inf. ``predict_proba`` applies
-# the softmax where we want probabilities.
+# Row i of ``weight`` is class i's template, a weight per pixel: an image
+# scores high where it is light on large weights (``weights.png`` draws them).
+# nn.Linear starts them at random, within 1/sqrt(784) = 0.036 of 0;
+# ``torch.manual_seed`` fixes which.
 #
 # Worked by hand, for three classes: logits z = (2, 1, 0), true class y = 0.
-# - Softmax: p = exp(z) / sum(exp(z)). Subtract the largest logit first: the
-#   numerator and the denominator shrink by the same factor, so p stays, and
-#   exp never meets a large number (exp(89) overflows 32-bit floats).
-#   exp(z - 2) = (1, 0.368, 0.135), summing to 1.503: p = (0.665, 0.245, 0.090).
+# - Softmax: p = exp(z) / sum(exp(z)). Subtracting the largest logit first
+#   changes no p and keeps exp from overflowing 32-bit floats: exp(z - 2) =
+#   (1, 0.368, 0.135), summing to 1.503, so p = (0.665, 0.245, 0.090).
 # - Cross-entropy loss: -log p[y] = -log 0.665 = 0.41: near 0 when the true
 #   class gets a probability near 1, large when it gets little.
-# - Its gradient with respect to the logits: -log p[y] = log(sum(exp(z))) - z[y],
-#   and the derivative of log(sum(exp(z))) by z[i] is exp(z[i]) / sum(exp(z)),
-#   that is p[i]; z[y]'s is 1 for i = y. So g = p - one_hot(y) (zeros with a
-#   1 at y), here (-0.335, 0.245, 0.090).
-# - On to the weights (the chain rule): logits[i] = weight[i] . x + bias[i],
-#   so nudging weight[i, j] moves logits[i] by x[j] times the nudge, and the
-#   loss by g[i] * x[j] times it: row i of weight.grad is x scaled by g[i],
-#   and bias.grad = g. A step (section 3) subtracts lr times them: template
-#   y gains lr * (1 - p[y]) * x, and each other template i loses lr * p[i] * x.
-# ``follow_one_image`` checks this on a real image against PyTorch's loss
-# function, ``nn.functional.cross_entropy``, and ``torch.autograd.grad``,
-# which returns, in a tuple, the gradients with respect to any tensors it is
-# given, weights or not, leaving ``.grad`` alone.
+# - The gradient g[i]: how fast the loss grows with z[i]. With s = sum(exp(z)):
+#       loss = log(s) - z[y]                   as -log(a / b) = log b - log a
+#       s grows with z[i] by exp(z[i])         exp's derivative is exp
+#       log(s) grows by that over s: p[i]      log's derivative is 1 / s
+#       z[y] grows with z[i] by one_hot(y)[i]  1 if i = y, else 0
+#   so g = p - one_hot(y), here (-0.335, 0.245, 0.090).
+# - The weights: logit i = weight[i] . x + bias[i] grows by x[j] with
+#   weight[i, j], so the loss by g[i] * x[j]: row i of weight.grad is g[i] * x,
+#   and bias.grad is g. Multiplying the rates along the way is the chain rule,
+#   the second fact of calculus here, after the derivatives.
+# - A step (section 3) subtracts lr times the gradient. As g[y] = p[y] - 1, row
+#   y gains lr * (1 - p[y]) * x: the true class's template moves towards the
+#   image. Each other row i loses lr * p[i] * x.
+# No calculus? Take it on trust: ``follow_one_image`` checks it on a real image
+# against PyTorch's autograd.
+#
+# Where is the softmax? ``forward`` returns logits: ``nn.CrossEntropyLoss``
+# applies the softmax itself, as log p[y] = z[y] - log(sum(exp(z))), since p[y]
+# can round to 0, and log 0 is -inf. ``predict_proba`` applies it for
+# probabilities.
 
 
 class SoftmaxClassifier(nn.Module):
@@ -139,7 +140,7 @@ class SoftmaxClassifier(nn.Module):
         self.linear = nn.Linear(n_inputs, n_classes)
 
     def forward(self, images):
-        """Logits, N x 10, for N images, each flattened into a row of 784 (section 7's are 1 x 28 x 28)."""
+        """Logits, N x 10, for N images: rows of 784 pixels, or 28 x 28 pictures, flattened here."""
         return self.linear(images.flatten(start_dim=1))
 
     @torch.no_grad()
@@ -150,9 +151,11 @@ class SoftmaxClassifier(nn.Module):
 
 def follow_one_image(model, image, label):
     """Print one image's logits, softmax, loss and gradient, computed by hand and checked against PyTorch."""
-    logits = model(image.unsqueeze(0))[0]  # a batch of one image, and its one row
+    # A batch of one image, and its row. detach() drops the model's record, requires_grad_() starts one here:
+    # backward() then gives the gradient with respect to the logits, in logits.grad.
+    logits = model(image.unsqueeze(0))[0].detach().requires_grad_()
     torch_loss = nn.functional.cross_entropy(logits.unsqueeze(0), label.unsqueeze(0))
-    (torch_gradient,) = torch.autograd.grad(torch_loss, logits)
+    torch_loss.backward()
     with torch.no_grad():
         shifted = logits - logits.max()  # z - max(z), as worked above
         probabilities = shifted.exp() / shifted.exp().sum()
@@ -161,7 +164,7 @@ def follow_one_image(model, image, label):
         # assert_close raises, showing the numbers, if they differ beyond float32 rounding.
         torch.testing.assert_close(probabilities, torch.softmax(logits, dim=0))
         torch.testing.assert_close(loss, torch_loss)
-        torch.testing.assert_close(gradient, torch_gradient)
+        torch.testing.assert_close(gradient, logits.grad)
 
     def row(values):
         return " ".join(f"{value:7.2f}" for value in values.tolist())
@@ -169,7 +172,7 @@ def follow_one_image(model, image, label):
     print(f"One validation image, a {CLASSES[y]} (class {y}), by hand; PyTorch's numbers are the same:")
     print(f"  logits z               {row(logits)}")
     print(f"  softmax p              {row(probabilities)}")
-    print(f"  loss -log p[{y}]         {loss.item():7.4f}")
+    print(f"  loss -log p[{y}] = -log {probabilities[y]:.3f} = {loss:.3f}")
     print(f"  gradient p - one_hot   {row(gradient)}")
 
 
@@ -177,31 +180,25 @@ def follow_one_image(model, image, label):
 # 3. Train the model
 # =============================================================================
 LEARNING_RATE, BATCH_SIZE, EPOCHS = 0.01, 16, 200  # the original's settings, the flags' defaults
-# Each step takes a batch of 16 images: clear the old gradients (``backward``
-# adds to ``.grad``), compute the batch's mean loss from its logits and labels
-# (class numbers, not one-hot), let ``backward`` compute the gradients, and
-# step: ``optimizer.step()`` does weight -= lr * weight.grad, the learning
-# rate lr = 0.01 setting the step's size. This is stochastic gradient descent
-# (SGD): stochastic, as each step sees only a sample of the data. A pass over
-# all the training images is an epoch. ``images.split(16)`` cuts them into
-# pieces of 16 rows, the last one smaller: 3,500 = 218 x 16 + 12 (NumPy's
-# split takes the number of pieces). For data that is not one tensor,
-# PyTorch's ``DataLoader(dataset, batch_size=16)`` does it.
+# Training takes steps of stochastic gradient descent (SGD), each on a batch
+# of 16 images: clear the old gradients (``backward`` adds to ``.grad``),
+# compute the batch's mean loss from its logits and labels (class numbers), let
+# ``backward`` compute the gradients, and step: ``optimizer.step()`` does
+# weight -= lr * weight.grad, the learning rate lr = 0.01 setting the step's
+# size. Stochastic: a step sees only a sample of the data. A pass over all the
+# training images is an epoch. ``images.split(16)`` cuts the batches, the last
+# one smaller (3,500 = 218 x 16 + 12); NumPy's split takes the number of pieces
+# instead. For data that is not one tensor, PyTorch's ``DataLoader`` cuts them.
 #
 # ``model.train()`` and ``model.eval()`` switch layers that act otherwise in
 # training, such as dropout (which zeroes random inputs, in training only).
-# This model has none, but every loop should call them. The loop is
-# ``train_epoch`` then ``evaluate``, epoch after epoch; ``fit`` adds
-# shuffling, progress and Ctrl-C.
+# This model has none, but every loop should call them.
 #
 # ``train_epoch_by_hand`` takes the same steps with section 2's gradients, and
-# no autograd or optimizer. The loss is the batch's mean, so each image's g is
-# (p - one_hot(y)) / N, and weight.grad = g.T @ images: row i sums g[n, i]
-# times image n over the batch. ``--by-hand`` reaches the same weights (within
-# 2e-6 after 200 epochs) in 3.4 s instead of 8.5 s: for 7,850 weights,
+# no autograd or optimizer: for the batch's mean loss, each image's g is
+# (p - one_hot(y)) / N, and weight.grad = g.T @ images. It ends with the same
+# weights (within 2e-6 after 200 epochs), 2.5 times as fast: for 7,850 weights,
 # autograd's record and the optimizer's bookkeeping cost most of the time.
-# Steps this small are also why training runs on the CPU unless ``--device``
-# says otherwise: a GPU would spend longer starting each than computing it.
 
 
 def make_batches(images, labels, batch_size=BATCH_SIZE, generator=None):
@@ -226,7 +223,7 @@ def train_epoch(model, batches, loss_fn, optimizer):
     return total_loss / seen
 
 
-@torch.no_grad()  # no record: autograd refuses in-place changes to weights it records
+@torch.no_grad()  # no record: autograd refuses changes in place, as -= makes, to weights it records
 def train_epoch_by_hand(model, batches, lr):
     """train_epoch's SGD steps, with section 2's gradients instead of autograd and the optimizer."""
     model.train()
@@ -254,15 +251,13 @@ def evaluate(model, images, labels):
     return predicted, accuracy, loss.item()
 
 
-def fit(model, train_data, val_data, epochs=EPOCHS, lr=LEARNING_RATE, batch_size=BATCH_SIZE,
-        shuffle_seed=None, by_hand=False, log_every=10):
+def fit(model, train_data, val_data, epochs=EPOCHS, lr=LEARNING_RATE, batch_size=BATCH_SIZE, by_hand=False,
+        generator=None, log_every=10):
     """Train ``model`` on (images, labels) pairs; return each epoch's training loss and validation accuracy.
-    A ``shuffle_seed`` gives every epoch a new order of the images."""
+    Ctrl-C stops training, and the model keeps what it has learned."""
     loss_fn = nn.CrossEntropyLoss()  # softmax, then -log p[y], averaged over the batch
     optimizer = torch.optim.SGD(model.parameters(), lr=lr)
-    generator = None if shuffle_seed is None else torch.Generator().manual_seed(shuffle_seed)
     history = {"train_loss": [], "val_accuracy": []}
-    start = time.perf_counter()
     try:
         for epoch in range(epochs):
             batches = make_batches(*train_data, batch_size, generator)
@@ -270,18 +265,16 @@ def fit(model, train_data, val_data, epochs=EPOCHS, lr=LEARNING_RATE, batch_size
                 train_loss = train_epoch_by_hand(model, batches, lr)
             else:
                 train_loss = train_epoch(model, batches, loss_fn, optimizer)
-            if not math.isfinite(train_loss):  # steps too large overshoot, and the loss overflows
-                raise FloatingPointError(f"the training loss became {train_loss} in epoch {epoch}: "
-                                         f"the learning rate {lr:g} is too high, try a smaller one")
             _, val_accuracy, _ = evaluate(model, *val_data)
             history["train_loss"].append(train_loss)
             history["val_accuracy"].append(val_accuracy)
             if epoch % log_every == 0 or epoch == epochs - 1:
-                print(f"Epoch: {epoch}. Loss: {train_loss:.4f}. Accuracy: {val_accuracy:.1f} "
-                      f"({time.perf_counter() - start:.1f} s)", flush=True)
+                print(f"Epoch: {epoch}. Loss: {train_loss:.4f}. Accuracy: {val_accuracy:.1f}", flush=True)
+            if not math.isfinite(train_loss):  # steps too large overshoot, and the loss overflows
+                raise FloatingPointError(f"the training loss became {train_loss} in epoch {epoch}: "
+                                         f"the learning rate {lr:g} is too high, try a smaller one")
     except KeyboardInterrupt:
-        print(f"Interrupted in epoch {len(history['train_loss'])}: training stops here, "
-              f"and the model keeps what it has learned.", flush=True)
+        print(f"Interrupted in epoch {len(history['train_loss'])}: training stops here.", flush=True)
     return history
 
 
@@ -311,6 +304,11 @@ def save_figure(fig, path, show=False):
     print(f"Saved {path.name}")
 
 
+# That is the original's lesson, and the first sitting's end. You can now load
+# a dataset, build a model, write its training loop and watch it learn: the
+# README's first exercises check it.
+
+
 # =============================================================================
 # 5. Beyond the original: test set, probabilities, weights, confusions, saving
 # =============================================================================
@@ -338,7 +336,8 @@ def save_model(model, path):
 def load_model(path, device="cpu"):
     """A new SoftmaxClassifier with the weights saved in ``path``, on ``device``."""
     model = SoftmaxClassifier()
-    # map_location: onto ``device``, wherever they were saved from; weights_only: no code, which a .pt could hold.
+    # map_location: onto ``device``, wherever they were saved from. weights_only: tensors only, as a .pt file
+    # can also hold code, which loading would run.
     model.load_state_dict(torch.load(path, map_location=device, weights_only=True))
     return model.to(device)
 
@@ -347,7 +346,8 @@ def load_model(path, device="cpu"):
 # 6. Putting it together
 # =============================================================================
 # Sections 1 to 5 in order, with the command line's flags in ``settings`` and
-# appendix A's figures. The model is saved right after training.
+# appendix A's figures. The model is saved right after training. Tensors live
+# on a device, "cpu" or a GPU such as "cuda", and ``t.to(device)`` moves them.
 
 
 def run_tutorial(settings):
@@ -374,9 +374,10 @@ def run_tutorial(settings):
     # 3. Train the model, then save it at once.
     train_data = train_images.to(device), train_labels.to(device)
     val_images, val_labels = val_images.to(device), val_labels.to(device)
+    shuffler = torch.Generator().manual_seed(settings.seed) if settings.shuffle else None  # a new order each epoch
     history = fit(model, train_data, (val_images, val_labels), epochs=settings.epochs, lr=settings.lr,
-                  batch_size=settings.batch_size, shuffle_seed=settings.seed if settings.shuffle else None,
-                  by_hand=settings.by_hand, log_every=settings.log_every)
+                  batch_size=settings.batch_size, by_hand=settings.by_hand, generator=shuffler,
+                  log_every=settings.log_every)
     save_model(model, out / "model.pt")
     print("Saved model.pt")
     model.eval()  # from here on the model only predicts
@@ -424,6 +425,7 @@ def prepare_picture(picture):
     """A picture tensor, C x H x W, as a Fashion-MNIST image: 1 x 28 x 28, in [0, 1]."""
     picture = v2.functional.to_dtype(picture, torch.float32, scale=True)  # 0..255 to 0..1; floats stay
     corners = torch.stack([picture[:, 0, 0], picture[:, 0, -1], picture[:, -1, 0], picture[:, -1, -1]])
+    # Given a dim, median (as max) returns the values and their indices: take .values.
     background = corners.median(dim=0).values  # the median colour of the four corners: C numbers
     # 1. Trim the edges that have the background's colour, give or take a JPEG file's noise. view(-1, 1, 1)
     #    makes it C x 1 x 1, to broadcast over the pixels; torch.where, as np.where, gives the True ones.
@@ -436,7 +438,7 @@ def prepare_picture(picture):
     longest = max(height, width)
     picture = v2.functional.resize(picture, [max(1, IMAGE_SIDE * height // longest),
                                              max(1, IMAGE_SIDE * width // longest)], antialias=True)
-    # 3. Sharpen, by 2: the factor that best restored test images made photo-like.
+    # 3. Sharpen by 2, the factor that best restored our test images after enlarging them as photos are.
     picture = v2.functional.adjust_sharpness(picture.clamp(0, 1), sharpness_factor=2)
     # 4. Extend to 28 x 28 with the background, centred as in the dataset: an odd margin's extra pixel goes
     #    left (or on top), so 21 pixels wide gets 4 left and 3 right. One pixel matters.

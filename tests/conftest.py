@@ -14,6 +14,7 @@ import softmax_fashion as sf  # noqa: E402
 
 
 def pytest_configure(config):
+    torch.set_num_threads(1)  # as main() runs: faster for this small model
     # Warnings are errors here, and deprecations too where the tutorial or its tests call a deprecated API. A
     # library's deprecation of what it calls of its own dependencies (old matplotlib's pyparsing names) is not.
     for line in ("error", "default::DeprecationWarning", "error::DeprecationWarning:(softmax_fashion|conftest|test_)"):

@@ -147,10 +147,11 @@ def test_training_ends_with_the_weights_of_the_original_program(tutorial_data, d
 
 
 def test_shuffled_training_is_reproducible_and_differs_from_training_in_order(tutorial_data):
-    def train(shuffle_seed):
+    def train(seed):
         torch.manual_seed(0)
         model = sf.SoftmaxClassifier()
-        return model, sf.fit(model, *tutorial_data, epochs=2, shuffle_seed=shuffle_seed, log_every=10)
+        shuffler = None if seed is None else torch.Generator().manual_seed(seed)
+        return model, sf.fit(model, *tutorial_data, epochs=2, generator=shuffler, log_every=10)
     (shuffled, history), (again, history_again), (in_order, _) = train(0), train(0), train(None)
     assert torch.equal(shuffled.linear.weight, again.linear.weight) and history == history_again
     assert not torch.allclose(shuffled.linear.weight, in_order.linear.weight, atol=1e-4)
