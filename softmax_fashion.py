@@ -39,7 +39,7 @@ from torch import nn
 from torchvision import datasets
 from torchvision.transforms import v2
 
-# Only the appendices need these: skip them on a first read.
+# Only the appendices use these: skip them.
 import argparse
 import gzip
 import itertools
@@ -161,7 +161,7 @@ def follow_one_image(model, image, label):
         probabilities = shifted.exp() / shifted.exp().sum()
         loss = shifted.exp().sum().log() - shifted[label]  # log(sum(exp(z))) - z[y], both shifted
         gradient = probabilities - nn.functional.one_hot(label, len(CLASSES))
-        # assert_close raises, showing the numbers, if they differ beyond float32 rounding.
+        # assert_close raises, showing the numbers, where they differ beyond rounding.
         torch.testing.assert_close(probabilities, torch.softmax(logits, dim=0))
         torch.testing.assert_close(loss, torch_loss)
         torch.testing.assert_close(gradient, logits.grad)
@@ -313,9 +313,9 @@ def save_figure(fig, path, show=False):
 # 5. Beyond the original: test set, probabilities, weights, confusions, saving
 # =============================================================================
 # A validation accuracy watched to choose settings ends up a little optimistic:
-# the 10,000 test images, used only here, give the final score. They are also
-# many more: chance moves the accuracy on 500 images by about 1.6 points (the
-# standard error, sqrt(0.84 x 0.16 / 500)), on 10,000 by 0.4.
+# the 10,000 test images, used only here, give the final score. Being more,
+# they also vary less by chance: by about 0.4 points, against 1.6 on 500 (the
+# standard error, sqrt(0.84 x 0.16 / 500)).
 
 
 def confusion_matrix(labels, predicted, n_classes=len(CLASSES)):
@@ -355,7 +355,7 @@ def run_tutorial(settings):
     out, show = settings.out_dir, settings.show
     device = torch.device(settings.device)
 
-    # 1. Prepare the data; the test images wait for section 5.
+    # 1. Prepare the data (the test images are for section 5).
     images, labels = load_fashion_mnist(settings.data_dir, count=settings.train_size)
     test_images, test_labels = load_fashion_mnist(settings.data_dir, train=False)
     (train_images, train_labels), (val_images, val_labels) = train_val_split(images, labels, settings.val_size)
@@ -381,7 +381,7 @@ def run_tutorial(settings):
     save_model(model, out / "model.pt")
     print("Saved model.pt")
     model.eval()  # from here on the model only predicts
-    follow_one_image(model, val_images[0], val_labels[0])  # section 2's check, on the trained model
+    follow_one_image(model, val_images[0], val_labels[0])  # section 2's check
 
     # 4. Plot the results.
     save_figure(plot_curve(history["train_loss"], "mean cross-entropy loss", "Training loss per epoch"),
@@ -416,9 +416,8 @@ def run_tutorial(settings):
 # light on black, 28 x 28 pixels, in greyscale. So a picture is prepared as
 # Fashion-MNIST's images were made from shop photos, in the six steps that its
 # authors list (Xiao, Rasul and Vollgraf, 2017), with torchvision's transforms
-# (``v2``, their second version). ``read_picture`` (appendix B) gives a
-# picture file as a 3 x H x W tensor (colour channels first, PyTorch's order)
-# of whole numbers from 0 to 255, transparent parts white.
+# (``v2``). ``read_picture`` (appendix B) gives a picture file as a 3 x H x W
+# tensor (colour channels first, PyTorch's order) of whole numbers, 0 to 255.
 
 
 def prepare_picture(picture):
@@ -470,8 +469,7 @@ def top_classes(probabilities, k=3):
 # =============================================================================
 # Appendix A: drawing the figures
 # =============================================================================
-# Grids of pictures, probability bars and colour bars, as figures for
-# save_figure.
+# Grids of pictures, probability bars and colour bars.
 
 
 def as_pictures(rows):
@@ -571,8 +569,7 @@ def plot_pictures(shown):
 # Appendix B: the command line and the safety net
 # =============================================================================
 # Checked flags, offline data, pictures of every kind, whole files, and Ctrl-C.
-# A problem that a user can fix ends in one line on stderr and a non-zero exit
-# status.
+# A problem that a user can fix ends in one line and a non-zero exit status.
 PROG = Path(__file__).name
 HERE = Path(__file__).resolve().parent
 DATA_DIR, OUT_DIR = HERE / "data", HERE / "outputs"  # the repository's own, wherever it runs from
@@ -589,8 +586,8 @@ REINSTALL = "reinstall it with 'sudo apt-get install --reinstall dataset-fashion
 RUN_FILES = ["samples.png", "model.pt", "loss.png", "accuracy.png", "predictions.png", "weights.png",
              "confusion.png", "metrics.json"]  # what a run writes
 LOCK_FILE = ".lock"  # in --out-dir: one run at a time
-PICTURES_SHOWN = 12  # pictures that predict.png draws, the only ones kept
-LARGEST_SIDE = 1024  # larger pictures are reduced first, to bound memory
+PICTURES_SHOWN = 12  # pictures that predict.png draws, the only ones kept in memory
+LARGEST_SIDE = 1024  # larger pictures are reduced first
 
 
 def write_atomically(path, data):
@@ -606,14 +603,14 @@ def write_atomically(path, data):
 
 
 def replace_when_free(tmp, path):
-    """os.replace(tmp, path), waiting while another program holds ``path`` open: Windows refuses then."""
+    """os.replace(), waiting while another program holds ``path`` open, where Windows refuses it."""
     for attempt in itertools.count():
         try:
             return os.replace(tmp, path)
         except PermissionError as error:
-            if not getattr(error, "winerror", None):  # set by Windows alone; elsewhere a real lack of permission
+            if not getattr(error, "winerror", None):  # not Windows: a real lack of permission
                 raise
-            if attempt == 10:  # a virus scan lets go within a second, an image viewer once it is closed
+            if attempt == 10:  # a virus scan lets go within a second, an image viewer once closed
                 print(f"{PROG}: {path} is open in another program: close it, and the run goes on "
                       f"(or press Ctrl-C to quit)", file=sys.stderr, flush=True)
             time.sleep(0.1)
@@ -637,7 +634,7 @@ def prepare_data(data_dir):
     if not all((raw_dir / name).exists() for name in RAW_FILES):
         try:
             datasets.FashionMNIST(data_dir, download=True)
-        except RuntimeError as error:  # torchvision's word for "could not download"
+        except RuntimeError as error:  # torchvision's "could not download"
             raise OSError(f"Fashion-MNIST is not in {raw_dir} and could not be downloaded "
                           f"({str(error).strip().splitlines()[-1]}): connect to the internet, or install the "
                           f"offline copy with 'sudo apt-get install dataset-fashion-mnist'") from None
@@ -648,11 +645,11 @@ def prepare_data(data_dir):
 
 
 def save_metrics(settings, results):
-    """Write metrics.json: the flags, each epoch's numbers and the test results."""
+    """Write metrics.json: the flags, each epoch's numbers, the test results."""
     epochs_run = len(results["train_loss"])
     record = {"settings": vars(settings), "epochs_run": epochs_run, "interrupted": epochs_run < settings.epochs,
               **results, "torch_version": torch.__version__}
-    # default=str writes paths as text; allow_nan=False keeps to strict JSON.
+    # default=str writes paths as text; allow_nan=False keeps it strict JSON.
     text = json.dumps(record, indent=2, default=str, allow_nan=False)
     write_atomically(settings.out_dir / "metrics.json", text.encode())
     print("Saved metrics.json")
@@ -691,8 +688,8 @@ def picture_files(paths):
 
 
 def predict(model, paths, out_dir, show=False):
-    """Print each picture's three likeliest classes, and draw the first ones in predict.png; return the exit
-    status, 1 if a file could not be read."""
+    """Print each picture's likeliest classes, draw the first ones in predict.png; return the exit status,
+    1 if a file could not be read."""
     shown, failed = [], 0
     for path in picture_files(paths):
         try:
@@ -702,7 +699,7 @@ def predict(model, paths, out_dir, show=False):
             failed += 1
             continue
         image, probabilities = classify_picture(model, picture)
-        # A name that is not UTF-8 holds stand-ins for bytes: print them as "\ufffd".
+        # A name that is not UTF-8 holds stand-ins for its bytes: print "\ufffd".
         name = path.name.encode(errors="surrogateescape").decode(errors="replace")
         print(f"{name}: {top_classes(probabilities)}", flush=True)
         if len(shown) < PICTURES_SHOWN:
@@ -715,7 +712,7 @@ def predict(model, paths, out_dir, show=False):
 
 
 def load_trained_model(path):
-    """load_model(), with one clear line for a missing, unreadable or damaged model.pt."""
+    """load_model(), with one line for a missing, unreadable or damaged model.pt."""
     command = f"python {PROG} --out-dir {path.parent}"
     try:
         model = load_model(path)
@@ -737,7 +734,7 @@ def claim_out_dir(out_dir, names):
     in_the_way = [name for name in names if (out_dir / name).is_dir()]
     if in_the_way:
         raise IsADirectoryError(f"{out_dir / in_the_way[0]} is a folder, where this run would write a file")
-    lock = FileLock(out_dir / LOCK_FILE)  # the OS holds the lock, not the file: a file left behind locks nothing
+    lock = FileLock(out_dir / LOCK_FILE)  # the OS holds the lock: a file left behind locks nothing
     try:
         lock.acquire(blocking=False)
     except Timeout:
@@ -797,9 +794,9 @@ def main(argv=None):
         print("--show: no display here, so the figures are only saved.")
         args.show = False
 
-    # SIGINT (Ctrl-C), SIGTERM (`kill`), SIGHUP (a closed terminal) and, on Windows, SIGBREAK (Ctrl-Break, a
-    # closed console) raise KeyboardInterrupt: in training, fit() stops and the run goes on; elsewhere, or
-    # again, the run quits. Signals ignored (by nohup) stay ignored.
+    # SIGINT (Ctrl-C), SIGTERM (`kill`), SIGHUP (a closed terminal) and SIGBREAK (Windows' Ctrl-Break, a closed
+    # console) raise KeyboardInterrupt: in training, fit() stops and the run goes on; elsewhere, or again, the
+    # run quits. Signals ignored (by nohup) stay ignored.
     received = []
 
     def interrupt(signum, frame):

@@ -45,7 +45,7 @@ def test_data(data_dir):
 
 @pytest.fixture(scope="session")
 def trained_model(tutorial_data):
-    """A model trained for 10 epochs with the tutorial's settings (about 79% validation accuracy)."""
+    """A model trained for 10 epochs with the tutorial's settings (77.0% validation accuracy)."""
     torch.manual_seed(0)
     model = sf.SoftmaxClassifier()
     sf.fit(model, *tutorial_data, epochs=10, log_every=100)
@@ -72,10 +72,8 @@ def leftovers(folder):
 
 @pytest.fixture
 def tiny_debian_copy(tmp_path, monkeypatch):
-    """A tiny Fashion-MNIST (30 training and 7 test images) in place of Debian's /usr/share/datasets copy.
-
-    The script's checksums become those of these files. Returns (folder, {split: (images, labels)}).
-    """
+    """A tiny Fashion-MNIST (30 training and 7 test images, with their checksums) in place of Debian's copy:
+    (its folder, {split: (images, labels)})."""
     folder = tmp_path / "debian"
     folder.mkdir()
     generator = torch.Generator().manual_seed(1)

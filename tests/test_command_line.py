@@ -1,5 +1,6 @@
 """Appendix B: the command line, the files a run leaves, and how a run fails or is stopped."""
 import contextlib
+import gzip
 import importlib.metadata
 import io
 import json
@@ -8,6 +9,7 @@ import re
 import signal
 import subprocess
 import sys
+import threading
 import weakref
 from pathlib import Path
 
@@ -24,18 +26,36 @@ from conftest import FIGURES, OUTPUTS, REPO, files, leftovers, one_error_line
 SMALL = ["--train-size", "1000", "--val-size", "200"]
 
 
+@pytest.fixture(scope="module", autouse=True)
+def real_program(data_dir, tmp_path_factory):
+    """The program itself, sent Ctrl-C as a terminal sends it once it trains. It runs beside this module's
+    tests, from the first; the last checks how it ended: (its process, the thread that interrupts it, --out-dir)."""
+    if not hasattr(os, "fork"):
+        yield None
+        return
+    out_dir = tmp_path_factory.mktemp("real")
+    process = subprocess.Popen(  # the script's own warnings as errors: a deprecated API that it calls fails
+        [sys.executable, "-W", "error:::__main__", REPO / "softmax_fashion.py", "--epochs", "1000000",
+         "--log-every", "1000", *SMALL, "--data-dir", data_dir, "--out-dir", out_dir], stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE, text=True, preexec_fn=lambda: signal.signal(signal.SIGINT, signal.SIG_DFL))
+
+    def interrupt_in_training():  # SIG_DFL above: Ctrl-C as in a terminal, even where the tests ignore it
+        for line in process.stdout:
+            if line.startswith("Epoch: "):
+                return process.send_signal(signal.SIGINT)
+    interrupter = threading.Thread(target=interrupt_in_training)
+    interrupter.start()
+    yield process, interrupter, out_dir
+    process.kill()
+    interrupter.join()
+    process.communicate()
+
+
 def run(capsys, *argv):
     """sf.main() as the command line calls it: (exit status, stdout, stderr)."""
     status = sf.main([str(arg) for arg in argv])
     out, err = capsys.readouterr()
     return status, out, err
-
-
-def strict_json(path):
-    """The file's JSON, refusing NaN and Infinity, which strict parsers (JavaScript's, say) reject."""
-    def refuse(constant):
-        raise ValueError(f"{path} holds {constant}")
-    return json.loads(Path(path).read_text(encoding="utf-8"), parse_constant=refuse)
 
 
 def assert_complete_outputs(out_dir, test_data):
@@ -44,7 +64,8 @@ def assert_complete_outputs(out_dir, test_data):
     for name in FIGURES:
         with Image.open(out_dir / name) as figure:
             figure.verify()  # a whole PNG file
-    metrics = strict_json(out_dir / "metrics.json")
+    # Strict JSON: no NaN or Infinity, which strict parsers (JavaScript's, say) reject.
+    metrics = json.loads((out_dir / "metrics.json").read_text(encoding="utf-8"), parse_constant=pytest.fail)
     _, accuracy, _ = sf.evaluate(sf.load_model(out_dir / "model.pt"), *test_data)
     assert accuracy == metrics["test_accuracy"]
     return metrics
@@ -185,10 +206,10 @@ def test_predict_keeps_only_the_pictures_that_it_draws(trained_model, tmp_path, 
         most.append(len(alive))
         return picture
     monkeypatch.setattr(sf, "read_picture", read_and_count)
-    assert sf.predict(trained_model, [REPO / "docs" / "boot.png"] * 40, tmp_path) == 0
-    assert len(capsys.readouterr().out.splitlines()) == 41
-    # The 12 drawn, the one read before and the one just read: 14 of 40 (and of 1,000).
-    assert max(most) == sf.PICTURES_SHOWN + 2, most
+    monkeypatch.setattr(sf, "PICTURES_SHOWN", 2)  # 12 in the program: 2 draw faster
+    assert sf.predict(trained_model, [REPO / "docs" / "boot.png"] * 20, tmp_path) == 0
+    assert len(capsys.readouterr().out.splitlines()) == 21
+    assert max(most) == 2 + 2, most  # the two drawn, the one read before and the one just read: 4 of 20
 
 
 def os_message(action, *args):
@@ -244,16 +265,6 @@ def test_a_bad_flag_gives_one_line_and_status_2(argv, tmp_path, capsys):
     assert list(tmp_path.iterdir()) == []
 
 
-def unwritable_folder(tmp_path):
-    """A folder where this user cannot create files, root included (root can't in /sys)."""
-    if not hasattr(os, "geteuid"):
-        pytest.skip("a folder that is not writable needs POSIX permissions")
-    if os.geteuid() == 0:
-        return Path("/sys")
-    (tmp_path / "read-only").mkdir(mode=0o555)
-    return tmp_path / "read-only"
-
-
 @pytest.mark.parametrize("case", ["a file", "a file as --data-dir", "not writable", "name too long", "in the way"])
 def test_a_folder_that_cannot_be_used_gives_one_line_before_training(case, data_dir, tmp_path, capsys):
     file, too_long, taken = tmp_path / "file", tmp_path / ("x" * 300), tmp_path / "taken"
@@ -263,11 +274,15 @@ def test_a_folder_that_cannot_be_used_gives_one_line_before_training(case, data_
     flag, folder, reason = {
         "a file": ("--out-dir", file, lambda: os_message(file.mkdir, 0o777, True, True)),
         "a file as --data-dir": ("--data-dir", file, lambda: os_message((file / "FashionMNIST").mkdir, 0o777, True)),
-        "not writable": ("--out-dir", None, lambda: "Permission denied"),
+        "not writable": ("--out-dir", tmp_path / "read-only", lambda: "Permission denied"),
         "name too long": ("--out-dir", too_long, lambda: os_message(too_long.mkdir)),
         "in the way": ("--out-dir", taken, lambda: "model.pt is a folder, where this run would write a file"),
     }[case]
-    folder = folder or unwritable_folder(tmp_path)
+    if case == "not writable":  # where this user cannot create files: root can't in /sys
+        if not hasattr(os, "geteuid"):
+            pytest.skip("a folder that is not writable needs POSIX permissions")
+        folder.mkdir(mode=0o555)
+        folder = Path("/sys") if os.geteuid() == 0 else folder
     folders = {"--data-dir": data_dir, "--out-dir": tmp_path / "out", flag: folder}
     status, out, err = run(capsys, *[item for pair in folders.items() for item in pair])
     assert status == 1 and "Epoch" not in out
@@ -275,31 +290,25 @@ def test_a_folder_that_cannot_be_used_gives_one_line_before_training(case, data_
     assert reason() in line and str(folder) in line, line
 
 
-def test_a_damaged_data_file_is_named_before_anything_is_drawn_or_trained(tiny_debian_copy, tmp_path, capsys):
-    sf.prepare_data(tmp_path / "data")
-    damaged = tmp_path / "data" / "FashionMNIST" / "raw" / "t10k-labels-idx1-ubyte"
-    content = bytearray(damaged.read_bytes())
-    content[8 + 5] = 12  # the label of image 5 becomes 12, after the file's 8-byte header
-    damaged.write_bytes(bytes(content))
-    status, out, err = run(capsys, "--data-dir", tmp_path / "data", "--out-dir", tmp_path / "out")
-    assert status == 1 and "Epoch" not in out
-    assert one_error_line(err) == f"softmax_fashion.py: error: {damaged} is damaged (its MD5 checksum is not " \
-                                  f"the original's): delete it and run again"
-    assert not (tmp_path / "out").exists()
-
-
-@pytest.mark.parametrize("damage", ["other contents", "cut short"])
-def test_a_damaged_offline_copy_says_to_reinstall_it_and_leaves_nothing(damage, tiny_debian_copy, tmp_path):
-    folder, _ = tiny_debian_copy
-    copy = folder / "train-labels-idx1-ubyte.gz"
-    if damage == "cut short":
-        copy.write_bytes(copy.read_bytes()[:20])
-    else:
-        sf.RAW_FILES["train-labels-idx1-ubyte"] = "0" * 32
-    with pytest.raises(OSError, match=f"{copy} .*reinstall it with 'sudo apt-get install --reinstall"):
+@pytest.mark.parametrize("damage", ["a data file", "the offline copy", "the offline copy, cut short"])
+def test_damaged_data_is_named_before_anything_is_trained_and_leaves_nothing(damage, tiny_debian_copy, tmp_path,
+                                                                             capsys):
+    copy, raw_dir = tiny_debian_copy[0] / "t10k-labels-idx1-ubyte.gz", tmp_path / "data" / "FashionMNIST" / "raw"
+    if damage == "a data file":
         sf.prepare_data(tmp_path / "data")
-    assert "train-labels-idx1-ubyte" not in os.listdir(tmp_path / "data" / "FashionMNIST" / "raw")
-    assert leftovers(tmp_path) == []
+        content = bytearray((raw_dir / "t10k-labels-idx1-ubyte").read_bytes())
+        content[8 + 5] = 12  # the label of image 5 becomes 12, after the file's 8-byte header
+        (raw_dir / "t10k-labels-idx1-ubyte").write_bytes(bytes(content))
+        advice = re.escape(f"{raw_dir / 't10k-labels-idx1-ubyte'} is damaged (its MD5 checksum is not the "
+                           f"original's): delete it and run again")
+    else:
+        copy.write_bytes(copy.read_bytes()[:20] if damage.endswith("short") else gzip.compress(b"other"))
+        advice = re.escape(str(copy)) + " .*: reinstall it with 'sudo apt-get install --reinstall dataset-fashion-mnist'"
+    status, out, err = run(capsys, "--data-dir", tmp_path / "data", "--out-dir", tmp_path / "out")
+    assert status == 1 and "Epoch" not in out and re.search(advice, one_error_line(err))
+    assert not (tmp_path / "out").exists() and leftovers(tmp_path) == []
+    if damage != "a data file":
+        assert "t10k-labels-idx1-ubyte" not in os.listdir(raw_dir)
 
 
 def test_no_data_no_copy_and_no_network_says_how_to_get_the_data(tmp_path, monkeypatch, capsys):
@@ -343,13 +352,12 @@ def test_a_second_run_into_an_out_dir_in_use_is_refused_at_once_and_a_lock_file_
 
 
 def test_a_file_that_another_program_holds_open_is_waited_for_with_one_line(tmp_path, monkeypatch, capsys):
-    path, replace, refused = tmp_path / "loss.png", os.replace, []
+    path, replace, refusals = tmp_path / "loss.png", os.replace, iter(range(15))
 
     def held_open_a_while(source, target):  # as Windows refuses while an image viewer holds the file
-        if len(refused) < 15:
-            refused.append(target)
-            error = PermissionError(13, "Permission denied", str(target))
-            error.winerror = 5  # "Access is denied": set by Windows alone
+        if next(refusals, None) is not None:
+            error = PermissionError(13, "Access is denied", str(target))
+            error.winerror = 5  # as Windows sets it, and only Windows
             raise error
         replace(source, target)
     monkeypatch.setattr(os, "replace", held_open_a_while)
@@ -358,14 +366,6 @@ def test_a_file_that_another_program_holds_open_is_waited_for_with_one_line(tmp_
     assert path.read_bytes() == b"the new figure" and files(tmp_path) == ["loss.png"]
     assert one_error_line(capsys.readouterr().err) == f"softmax_fashion.py: {path} is open in another program: " \
                                                       f"close it, and the run goes on (or press Ctrl-C to quit)"
-
-
-def test_a_closed_stdout_and_a_learning_rate_of_100_still_give_a_whole_run(data_dir, test_data, tmp_path,
-                                                                         monkeypatch, capsys):
-    monkeypatch.setattr(sys, "stdout", None)  # what Python makes of `>&-`
-    status = sf.main(["--lr", "100", "--epochs", "2", "--data-dir", str(data_dir), "--out-dir", str(tmp_path)])
-    assert status == 0 and capsys.readouterr().err == ""
-    assert_complete_outputs(tmp_path, test_data)
 
 
 @pytest.mark.skipif(not hasattr(signal, "SIGPIPE"), reason="a closed pipe is an error of its own (EPIPE) on POSIX")
@@ -404,13 +404,13 @@ def signal_at(monkeypatch, module, function, signum, when):
     monkeypatch.setattr(module, function, sending)
 
 
-def test_sigterm_in_training_finishes_the_run_with_the_model_as_it_is(data_dir, test_data, tmp_path,
-                                                                    monkeypatch, capsys):
+def test_sigterm_in_training_finishes_the_run_even_with_stdout_closed_and_lr_100(data_dir, test_data, tmp_path,
+                                                                                monkeypatch, capsys):
     calls = []
     signal_at(monkeypatch, sf, "evaluate", signal.SIGTERM, lambda args: calls.append(1) or len(calls) == 3)
-    status, out, err = run(capsys, *SMALL, "--data-dir", data_dir, "--out-dir", tmp_path)
-    assert status == 143 and err == ""
-    assert "Interrupted in epoch 2: training stops here" in out
+    monkeypatch.setattr(sys, "stdout", None)  # what Python makes of `>&-`
+    status = sf.main(["--lr", "100", *SMALL, "--data-dir", str(data_dir), "--out-dir", str(tmp_path)])
+    assert status == 143 and capsys.readouterr().err == ""
     metrics = assert_complete_outputs(tmp_path, test_data)
     assert metrics["interrupted"] is True and metrics["epochs_run"] == 2
 
@@ -426,22 +426,13 @@ def test_a_second_signal_quits_at_once_and_leaves_no_half_file(data_dir, tmp_pat
 
 
 @pytest.mark.skipif(not hasattr(os, "fork"), reason="preexec_fn, and SIGINT sent to a child, need POSIX")
-def test_ctrl_c_on_the_real_program_finishes_the_run_and_exits_130(data_dir, test_data, tmp_path):
-    process = subprocess.Popen(  # the script's own warnings as errors: a deprecated API that it calls fails
-        [sys.executable, "-W", "error:::__main__", str(REPO / "softmax_fashion.py"), "--log-every", "1", *SMALL,
-         "--data-dir", str(data_dir), "--out-dir", str(tmp_path)], stdout=subprocess.PIPE, stderr=subprocess.PIPE,
-        text=True, preexec_fn=lambda: signal.signal(signal.SIGINT, signal.SIG_DFL))  # as in a terminal
-    try:
-        for line in process.stdout:
-            if line.startswith("Epoch: 2."):
-                process.send_signal(signal.SIGINT)
-                break
-        out, err = process.communicate(timeout=60)
-    finally:
-        process.kill()
+def test_ctrl_c_on_the_real_program_finishes_the_run_and_exits_130(real_program, test_data):
+    process, interrupter, out_dir = real_program
+    interrupter.join()
+    out, err = process.communicate(timeout=60)
     assert process.returncode == 130 and err == ""
     assert "Interrupted in epoch" in out and "Saved metrics.json" in out
-    assert assert_complete_outputs(tmp_path, test_data)["interrupted"] is True
+    assert assert_complete_outputs(out_dir, test_data)["interrupted"] is True
 
 
 # --- Versions ---
