@@ -2,25 +2,19 @@
 A Softmax classifier for Fashion-MNIST images, in PyTorch
 =========================================================
 
-The simplest neural network that sorts images into classes: one linear layer
-gives each class a score, and the softmax turns the scores into
-probabilities. It rebuilds "Building a Softmax Classifier for Images in
+One linear layer scores each class, and the softmax turns the scores into
+probabilities. This rebuilds "Building a Softmax Classifier for Images in
 PyTorch" (Machine Learning Mastery), "the original", with its data, model and
-settings.
-
-    python softmax_fashion.py                   # train, then draw and save the results
-    python softmax_fashion.py --predict my.jpg  # then classify a picture of your own
-
-Two sittings, each ending in the README's exercises: the README's opening and
-sections 1 to 4 here, the original's lesson; then sections 5 to 7, with the
-README's "Use your model". The appendices (A draws the figures, B holds the
-command line and the safety net) are on no reading path.
+settings. Read it with the README, in two sittings: sections 1 to 4, the
+original's lesson, then 5 to 7. The appendices (A draws the figures, B holds
+the command line and the safety net) are on no reading path.
 
 PyTorch for a NumPy user: a tensor is PyTorch's array. It indexes, slices and
 broadcasts as a NumPy array does, and ``t.numpy()`` makes it one. NumPy's
 axis is PyTorch's dimension, ``dim``: ``t.sum(dim=1)`` is ``a.sum(axis=1)``,
 ``t.unsqueeze(0)`` is ``np.expand_dims(a, 0)``, and ``t.item()`` is the
-number in a one-element tensor. New:
+number in a one-element tensor. A tensor lives on a device, "cpu" or a GPU
+such as "cuda", and ``t.to(device)`` moves it. New:
 - ``requires_grad``: a tensor so marked (the model's weights, which
   ``model.parameters()`` lists) makes PyTorch record each computation with it.
 - ``loss.backward()`` works back through that record and adds to each
@@ -71,7 +65,7 @@ from torchvision.datasets.utils import check_integrity
 # takes seconds, and split them in order: 3,500 to train on, the last 500 to
 # validate.
 
-CLASSES = ("T-shirt/top", "Trouser", "Pullover", "Dress", "Coat",  # the names of classes 0 to 9
+CLASSES = ("T-shirt/top", "Trouser", "Pullover", "Dress", "Coat",  # classes 0 to 9
            "Sandal", "Shirt", "Sneaker", "Bag", "Ankle boot")
 IMAGE_SIDE = 28
 TRAIN_SIZE, VAL_SIZE = 4000, 500
@@ -97,41 +91,43 @@ def train_val_split(images, labels, val_size=VAL_SIZE):
 # =============================================================================
 # A linear layer computes each output as a weighted sum of its inputs plus a
 # bias. Ours turns an image's 784 pixel values x into ten class scores, the
-# logits:
+# logits (nn.Linear keeps a row of weights per output, hence the .T):
 #
 #     logits = x @ weight.T + bias        (weight: 10 x 784, bias: 10)
 #
 # Row i of ``weight`` is class i's template, a weight per pixel: an image
-# scores high where it is light on large weights (``weights.png`` draws them).
-# nn.Linear starts them at random, within 1/sqrt(784) = 0.036 of 0;
-# ``torch.manual_seed`` fixes which.
+# scores high where its light pixels meet large weights (``weights.png``
+# draws them). nn.Linear starts them at random, within 1/sqrt(784) = 0.036 of
+# 0; ``torch.manual_seed`` fixes which.
 #
 # Worked by hand, for three classes: logits z = (2, 1, 0), true class y = 0.
 # - Softmax: p = exp(z) / sum(exp(z)). Subtracting the largest logit first
-#   changes no p and keeps exp from overflowing 32-bit floats: exp(z - 2) =
-#   (1, 0.368, 0.135), summing to 1.503, so p = (0.665, 0.245, 0.090).
-# - Cross-entropy loss: -log p[y] = -log 0.665 = 0.41: near 0 when the true
-#   class gets a probability near 1, large when it gets little.
-# - The gradient g[i]: how fast the loss grows with z[i]. With s = sum(exp(z)):
+#   divides the top and the bottom by the same exp(2), so p stays, and exp
+#   cannot overflow: exp(z - 2) = (1, 0.368, 0.135), summing to 1.503, so
+#   p = (0.665, 0.245, 0.090).
+# - Cross-entropy loss: -log p[y] = -log 0.665 = 0.41 (log is the natural log):
+#   near 0 when the true class gets a probability near 1, large when it gets
+#   little.
+# - The gradient g[i]: how fast the loss grows with z[i]. Three facts of
+#   calculus give it: exp's derivative is exp; log's, at s, is 1 / s; and
+#   rates multiply along the way (the chain rule). With s = sum(exp(z)):
 #       loss = log(s) - z[y]                   as -log(a / b) = log b - log a
-#       s grows with z[i] by exp(z[i])         exp's derivative is exp
-#       log(s) grows by that over s: p[i]      log's derivative is 1 / s
+#       s grows with z[i] by exp(z[i])
+#       log(s) grows by that over s: p[i]
 #       z[y] grows with z[i] by one_hot(y)[i]  1 if i = y, else 0
 #   so g = p - one_hot(y), here (-0.335, 0.245, 0.090).
-# - The weights: logit i = weight[i] . x + bias[i] grows by x[j] with
-#   weight[i, j], so the loss by g[i] * x[j]: row i of weight.grad is g[i] * x,
-#   and bias.grad is g. Multiplying the rates along the way is the chain rule,
-#   the second fact of calculus here, after the derivatives.
+# - The weights: logit i = weight[i] . x + bias[i] (. is the dot product) grows
+#   by x[j] with weight[i, j], so the loss by g[i] * x[j]: row i of weight.grad
+#   is g[i] * x, and bias.grad is g.
 # - A step (section 3) subtracts lr times the gradient. As g[y] = p[y] - 1, row
 #   y gains lr * (1 - p[y]) * x: the true class's template moves towards the
 #   image. Each other row i loses lr * p[i] * x.
-# No calculus? Take it on trust: ``follow_one_image`` checks it on a real image
-# against PyTorch's autograd.
+# No calculus? Take it on trust: ``follow_one_image``, which a run calls after
+# training, checks it on a real image against PyTorch's autograd.
 #
-# Where is the softmax? ``forward`` returns logits: ``nn.CrossEntropyLoss``
-# applies the softmax itself, as log p[y] = z[y] - log(sum(exp(z))), since p[y]
-# can round to 0, and log 0 is -inf. ``predict_proba`` applies it for
-# probabilities.
+# Where is the softmax? ``forward`` returns logits: the loss applies the
+# softmax itself, as log p[y] = z[y] - log(sum(exp(z))), since p[y] can round
+# to 0, and log 0 is -inf. ``predict_proba`` applies it for probabilities.
 
 
 class SoftmaxClassifier(nn.Module):
@@ -154,7 +150,7 @@ def follow_one_image(model, image, label):
     # A batch of one image, and its row. detach() drops the model's record, requires_grad_() starts one here:
     # backward() then gives the gradient with respect to the logits, in logits.grad.
     logits = model(image.unsqueeze(0))[0].detach().requires_grad_()
-    torch_loss = nn.functional.cross_entropy(logits.unsqueeze(0), label.unsqueeze(0))
+    torch_loss = nn.functional.cross_entropy(logits.unsqueeze(0), label.unsqueeze(0))  # nn.CrossEntropyLoss's
     torch_loss.backward()
     with torch.no_grad():
         shifted = logits - logits.max()  # z - max(z), as worked above
@@ -185,10 +181,12 @@ LEARNING_RATE, BATCH_SIZE, EPOCHS = 0.01, 16, 200  # the original's settings, th
 # compute the batch's mean loss from its logits and labels (class numbers), let
 # ``backward`` compute the gradients, and step: ``optimizer.step()`` does
 # weight -= lr * weight.grad, the learning rate lr = 0.01 setting the step's
-# size. Stochastic: a step sees only a sample of the data. A pass over all the
-# training images is an epoch. ``images.split(16)`` cuts the batches, the last
-# one smaller (3,500 = 218 x 16 + 12); NumPy's split takes the number of pieces
-# instead. For data that is not one tensor, PyTorch's ``DataLoader`` cuts them.
+# size. Stochastic: each step's gradient comes from a sample of the data, not
+# all of it. Each epoch takes the images in the same order, as the original
+# does (``--shuffle`` changes that). ``images.split(16)`` cuts the batches, the
+# last one smaller (3,500 = 218 x 16 + 12); NumPy's split takes the number of
+# pieces instead. For data that is not one tensor, PyTorch's ``DataLoader``
+# cuts them.
 #
 # ``model.train()`` and ``model.eval()`` switch layers that act otherwise in
 # training, such as dropout (which zeroes random inputs, in training only).
@@ -196,9 +194,8 @@ LEARNING_RATE, BATCH_SIZE, EPOCHS = 0.01, 16, 200  # the original's settings, th
 #
 # ``train_epoch_by_hand`` takes the same steps with section 2's gradients, and
 # no autograd or optimizer: for the batch's mean loss, each image's g is
-# (p - one_hot(y)) / N, and weight.grad = g.T @ images. It ends with the same
-# weights (within 2e-6 after 200 epochs), 2.5 times as fast: for 7,850 weights,
-# autograd's record and the optimizer's bookkeeping cost most of the time.
+# (p - one_hot(y)) / N, and g.T @ images sums g[n, i] * image n over the batch.
+# It ends with the same weights, 2.5 times as fast.
 
 
 def make_batches(images, labels, batch_size=BATCH_SIZE, generator=None):
@@ -223,7 +220,7 @@ def train_epoch(model, batches, loss_fn, optimizer):
     return total_loss / seen
 
 
-@torch.no_grad()  # no record: autograd refuses changes in place, as -= makes, to weights it records
+@torch.no_grad()  # -= changes a weight in place, which autograd refuses while it records
 def train_epoch_by_hand(model, batches, lr):
     """train_epoch's SGD steps, with section 2's gradients instead of autograd and the optimizer."""
     model.train()
@@ -301,21 +298,21 @@ def save_figure(fig, path, show=False):
     write_atomically(path, buffer.getvalue())  # appendix B: written whole or not at all
     if not show:
         plt.close(fig)
-    print(f"Saved {path.name}")
+    print(f"Saved {Path(path).name}")
 
 
-# That is the original's lesson, and the first sitting's end. You can now load
-# a dataset, build a model, write its training loop and watch it learn: the
-# README's first exercises check it.
+# The first sitting ends here, with the original's lesson. Section 6 wires it
+# up (torch.manual_seed, SoftmaxClassifier(), fit, the plots); the README's
+# first exercises check that you can now write it yourself.
 
 
 # =============================================================================
 # 5. Beyond the original: test set, probabilities, weights, confusions, saving
 # =============================================================================
-# A validation accuracy watched to choose settings ends up a little optimistic:
-# the 10,000 test images, used only here, give the final score. Being more,
-# they also vary less by chance: by about 0.4 points, against 1.6 on 500 (the
-# standard error, sqrt(0.84 x 0.16 / 500)).
+# A validation accuracy used to choose settings (as in the README's exercise
+# 4) ends up optimistic: the 10,000 test images, used only here, give the final
+# score, and vary less by chance: an accuracy p on n images varies by about
+# sqrt(p(1 - p) / n), 0.4 points here, against 1.6 on 500.
 
 
 def confusion_matrix(labels, predicted, n_classes=len(CLASSES)):
@@ -346,8 +343,7 @@ def load_model(path, device="cpu"):
 # 6. Putting it together
 # =============================================================================
 # Sections 1 to 5 in order, with the command line's flags in ``settings`` and
-# appendix A's figures. The model is saved right after training. Tensors live
-# on a device, "cpu" or a GPU such as "cuda", and ``t.to(device)`` moves them.
+# appendix A's figures. The model is saved right after training.
 
 
 def run_tutorial(settings):
@@ -421,7 +417,7 @@ def run_tutorial(settings):
 
 
 def prepare_picture(picture):
-    """A picture tensor, C x H x W, as a Fashion-MNIST image: 1 x 28 x 28, in [0, 1]."""
+    """A picture tensor, C x H x W (C: 1 grey or 3 colours), as a Fashion-MNIST image: 1 x 28 x 28, in [0, 1]."""
     picture = v2.functional.to_dtype(picture, torch.float32, scale=True)  # 0..255 to 0..1; floats stay
     corners = torch.stack([picture[:, 0, 0], picture[:, 0, -1], picture[:, -1, 0], picture[:, -1, -1]])
     # Given a dim, median (as max) returns the values and their indices: take .values.
@@ -437,7 +433,7 @@ def prepare_picture(picture):
     longest = max(height, width)
     picture = v2.functional.resize(picture, [max(1, IMAGE_SIDE * height // longest),
                                              max(1, IMAGE_SIDE * width // longest)], antialias=True)
-    # 3. Sharpen by 2, the factor that best restored our test images after enlarging them as photos are.
+    # 3. Sharpen, by 2: of the factors tried, 2 best restored test images that had been enlarged like photos.
     picture = v2.functional.adjust_sharpness(picture.clamp(0, 1), sharpness_factor=2)
     # 4. Extend to 28 x 28 with the background, centred as in the dataset: an odd margin's extra pixel goes
     #    left (or on top), so 21 pixels wide gets 4 left and 3 right. One pixel matters.
@@ -592,6 +588,7 @@ LARGEST_SIDE = 1024  # larger pictures are reduced first
 
 def write_atomically(path, data):
     """Write ``data`` to a temporary file, then rename it: ``path`` is whole, or as it was."""
+    path = Path(path)
     tmp = path.with_name(f".{path.name}.{os.getpid()}.partial")
     try:
         tmp.write_bytes(data)
