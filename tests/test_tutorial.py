@@ -91,7 +91,7 @@ def test_batches_are_the_ones_a_dataloader_cuts():
         assert torch.equal(x, expected_x) and torch.equal(y, expected_y)
 
 
-def test_shuffling_gives_each_epoch_a_new_order_and_training_a_reproducible_other_end(tutorial_data):
+def test_shuffling_gives_each_epoch_a_new_order_and_reproducible_weights_of_their_own(tutorial_data):
     generator, labels = torch.Generator().manual_seed(0), torch.arange(35)
     first, second = [torch.cat([y for _, y in sf.make_batches(torch.zeros(35, 784), labels, 16, generator)])
                      for _ in range(2)]
