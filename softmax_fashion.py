@@ -26,6 +26,7 @@ such as "cuda", and ``t.to(device)`` moves it. New:
 
 import io
 import math
+from pathlib import Path
 
 import matplotlib.pyplot as plt
 import torch
@@ -46,7 +47,6 @@ import time
 import warnings
 import zipfile
 import zlib
-from pathlib import Path
 
 from filelock import FileLock, Timeout
 from matplotlib import font_manager
@@ -68,7 +68,7 @@ from torchvision.datasets.utils import check_integrity
 CLASSES = ("T-shirt/top", "Trouser", "Pullover", "Dress", "Coat",  # classes 0 to 9
            "Sandal", "Shirt", "Sneaker", "Bag", "Ankle boot")
 IMAGE_SIDE = 28
-TRAIN_SIZE, VAL_SIZE = 4000, 500
+TRAIN_SIZE, VAL_SIZE = 4000, 500  # the images kept, and how many of them validate
 
 
 def load_fashion_mnist(data_dir, train=True, count=None):
@@ -111,7 +111,7 @@ def train_val_split(images, labels, val_size=VAL_SIZE):
 # - The gradient g[i]: how fast the loss grows with z[i]. Three facts of
 #   calculus give it: exp's derivative is exp; log's, at s, is 1 / s; and
 #   rates multiply along the way (the chain rule). With s = sum(exp(z)):
-#       loss = log(s) - z[y]                   as -log(a / b) = log b - log a
+#       loss = log(s) - z[y]                   as -log(exp(z[y]) / s) = log s - z[y]
 #       s grows with z[i] by exp(z[i])
 #       log(s) grows by that over s: p[i]
 #       z[y] grows with z[i] by one_hot(y)[i]  1 if i = y, else 0
@@ -119,7 +119,7 @@ def train_val_split(images, labels, val_size=VAL_SIZE):
 # - The weights: logit i = weight[i] . x + bias[i] (. is the dot product) grows
 #   by x[j] with weight[i, j], so the loss by g[i] * x[j]: row i of weight.grad
 #   is g[i] * x, and bias.grad is g.
-# - A step (section 3) subtracts lr times the gradient. As g[y] = p[y] - 1, row
+# - A step (section 3) subtracts lr, the learning rate, times the gradient. As g[y] = p[y] - 1, row
 #   y gains lr * (1 - p[y]) * x: the true class's template moves towards the
 #   image. Each other row i loses lr * p[i] * x.
 # No calculus? Take it on trust: ``follow_one_image``, which a run calls after
@@ -147,10 +147,10 @@ class SoftmaxClassifier(nn.Module):
 
 def follow_one_image(model, image, label):
     """Print one image's logits, softmax, loss and gradient, computed by hand and checked against PyTorch."""
-    # A batch of one image, and its row. detach() drops the model's record, requires_grad_() starts one here:
-    # backward() then gives the gradient with respect to the logits, in logits.grad.
+    # unsqueeze(0): a batch of one image; [0]: its row of logits. detach() drops the model's record, and
+    # requires_grad_() starts one here: backward() then puts the gradient with respect to the logits in .grad.
     logits = model(image.unsqueeze(0))[0].detach().requires_grad_()
-    torch_loss = nn.functional.cross_entropy(logits.unsqueeze(0), label.unsqueeze(0))  # nn.CrossEntropyLoss's
+    torch_loss = nn.functional.cross_entropy(logits.unsqueeze(0), label.unsqueeze(0))  # what nn.CrossEntropyLoss does
     torch_loss.backward()
     with torch.no_grad():
         shifted = logits - logits.max()  # z - max(z), as worked above
@@ -191,11 +191,6 @@ LEARNING_RATE, BATCH_SIZE, EPOCHS = 0.01, 16, 200  # the original's settings, th
 # ``model.train()`` and ``model.eval()`` switch layers that act otherwise in
 # training, such as dropout (which zeroes random inputs, in training only).
 # This model has none, but every loop should call them.
-#
-# ``train_epoch_by_hand`` takes the same steps with section 2's gradients, and
-# no autograd or optimizer: for the batch's mean loss, each image's g is
-# (p - one_hot(y)) / N, and g.T @ images sums g[n, i] * image n over the batch.
-# It ends with the same weights, in less than half the time.
 
 
 def make_batches(images, labels, batch_size=BATCH_SIZE, generator=None):
@@ -222,15 +217,16 @@ def train_epoch(model, batches, loss_fn, optimizer):
 
 @torch.no_grad()  # -= changes a weight in place, which autograd refuses while it records
 def train_epoch_by_hand(model, batches, lr):
-    """train_epoch's SGD steps, with section 2's gradients instead of autograd and the optimizer."""
+    """train_epoch's steps, with section 2's gradients instead of autograd and the optimizer: the same
+    weights, in less than half the time."""
     model.train()
     weight, bias = model.linear.weight, model.linear.bias
     total_loss, seen = 0.0, 0
     for images, labels in batches:
         logits = model(images)
-        # g, N x 10: how the batch's mean loss grows with each logit of each image
+        # g, N x 10: each image's p - one_hot(y), over N, as the batch's loss is the mean of N
         g = (torch.softmax(logits, dim=1) - nn.functional.one_hot(labels, len(CLASSES))) / len(labels)
-        weight -= lr * g.T @ images  # 10 x 784, the weight.grad that autograd would compute
+        weight -= lr * g.T @ images  # row i sums g[n, i] * image n: autograd's weight.grad
         bias -= lr * g.sum(dim=0)
         total_loss += nn.functional.cross_entropy(logits, labels, reduction="sum").item()
         seen += len(labels)
@@ -309,10 +305,10 @@ def save_figure(fig, path, show=False):
 # =============================================================================
 # 5. Beyond the original: test set, probabilities, weights, confusions, saving
 # =============================================================================
-# A validation accuracy used to choose settings (as in the README's exercise
-# 4) ends up optimistic: the 10,000 test images, used only here, give the final
-# score, and vary less by chance: an accuracy p on n images varies by about
-# sqrt(p(1 - p) / n), 0.4 points here, against 1.6 on 500.
+# Chance moves an accuracy p on n images by about sqrt(p(1 - p) / n) (its
+# standard deviation): 1.6 points on 500, 0.4 on 10,000. And a validation
+# accuracy used to choose settings (as in the README's exercise 4) ends up
+# optimistic. So the 10,000 test images, used only here, give the final score.
 
 
 def confusion_matrix(labels, predicted, n_classes=len(CLASSES)):
@@ -343,7 +339,8 @@ def load_model(path, device="cpu"):
 # 6. Putting it together
 # =============================================================================
 # Sections 1 to 5 in order, with the command line's flags in ``settings`` and
-# appendix A's figures. The model is saved right after training.
+# appendix A's figures. The model is saved right after training. A Path joins
+# folders and names with /.
 
 
 def run_tutorial(settings):
@@ -564,7 +561,6 @@ def plot_pictures(shown):
 # =============================================================================
 # Appendix B: the command line and the safety net
 # =============================================================================
-# Checked flags, offline data, pictures of every kind, whole files, and Ctrl-C.
 # A problem that a user can fix ends in one line and a non-zero exit status.
 PROG = Path(__file__).name
 HERE = Path(__file__).resolve().parent
