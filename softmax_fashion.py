@@ -122,12 +122,13 @@ def train_val_split(images, labels, val_size=VAL_SIZE):
 # - A step (section 3) subtracts lr, the learning rate, times the gradient. As g[y] = p[y] - 1, row
 #   y gains lr * (1 - p[y]) * x: the true class's template moves towards the
 #   image. Each other row i loses lr * p[i] * x.
-# No calculus? Take it on trust: ``follow_one_image``, which a run calls after
-# training, checks it on a real image against PyTorch's autograd.
+# No calculus? Take it on trust: section 5 checks it on a real image against
+# PyTorch's autograd.
 #
-# Where is the softmax? ``forward`` returns logits: the loss applies the
-# softmax itself, as log p[y] = z[y] - log(sum(exp(z))), since p[y] can round
-# to 0, and log 0 is -inf. ``predict_proba`` applies it for probabilities.
+# Where is the softmax? ``forward`` returns logits: the loss function
+# (``nn.CrossEntropyLoss``, section 3) applies the softmax itself, as log p[y]
+# = z[y] - log(sum(exp(z))): p[y] can round to 0, and log 0 is -inf.
+# ``predict_proba`` applies it for probabilities.
 
 
 class SoftmaxClassifier(nn.Module):
@@ -143,33 +144,6 @@ class SoftmaxClassifier(nn.Module):
     def predict_proba(self, images):
         """Class probabilities, N x 10, each row adding up to 1."""
         return torch.softmax(self(images), dim=1)  # calling a module runs its forward()
-
-
-def follow_one_image(model, image, label):
-    """Print one image's logits, softmax, loss and gradient, computed by hand and checked against PyTorch."""
-    # unsqueeze(0): a batch of one image; [0]: its row of logits. detach() drops the model's record, and
-    # requires_grad_() starts one here: backward() then puts the gradient with respect to the logits in .grad.
-    logits = model(image.unsqueeze(0))[0].detach().requires_grad_()
-    torch_loss = nn.functional.cross_entropy(logits.unsqueeze(0), label.unsqueeze(0))  # what nn.CrossEntropyLoss does
-    torch_loss.backward()
-    with torch.no_grad():
-        shifted = logits - logits.max()  # z - max(z), as worked above
-        probabilities = shifted.exp() / shifted.exp().sum()
-        loss = shifted.exp().sum().log() - shifted[label]  # log(sum(exp(z))) - z[y], both shifted
-        gradient = probabilities - nn.functional.one_hot(label, len(CLASSES))
-        # assert_close raises, showing the numbers, where they differ beyond rounding.
-        torch.testing.assert_close(probabilities, torch.softmax(logits, dim=0))
-        torch.testing.assert_close(loss, torch_loss)
-        torch.testing.assert_close(gradient, logits.grad)
-
-    def row(values):
-        return " ".join(f"{value:7.2f}" for value in values.tolist())
-    y = label.item()
-    print(f"One validation image, a {CLASSES[y]} (class {y}), by hand; PyTorch's numbers are the same:")
-    print(f"  logits z               {row(logits)}")
-    print(f"  softmax p              {row(probabilities)}")
-    print(f"  loss -log p[{y}] = -log {probabilities[y]:.3f} = {loss:.3f}")
-    print(f"  gradient p - one_hot   {row(gradient)}")
 
 
 # =============================================================================
@@ -215,24 +189,6 @@ def train_epoch(model, batches, loss_fn, optimizer):
     return total_loss / seen
 
 
-@torch.no_grad()  # -= changes a weight in place, which autograd refuses while it records
-def train_epoch_by_hand(model, batches, lr):
-    """train_epoch's steps, with section 2's gradients instead of autograd and the optimizer: the same
-    weights, in less than half the time."""
-    model.train()
-    weight, bias = model.linear.weight, model.linear.bias
-    total_loss, seen = 0.0, 0
-    for images, labels in batches:
-        logits = model(images)
-        # g, N x 10: each image's p - one_hot(y), over N, as the batch's loss is the mean of N
-        g = (torch.softmax(logits, dim=1) - nn.functional.one_hot(labels, len(CLASSES))) / len(labels)
-        weight -= lr * g.T @ images  # row i sums g[n, i] * image n: autograd's weight.grad
-        bias -= lr * g.sum(dim=0)
-        total_loss += nn.functional.cross_entropy(logits, labels, reduction="sum").item()
-        seen += len(labels)
-    return total_loss / seen
-
-
 @torch.no_grad()
 def evaluate(model, images, labels):
     """(predicted classes, accuracy in %, mean loss) on all ``images`` at once."""
@@ -254,7 +210,7 @@ def fit(model, train_data, val_data, epochs=EPOCHS, lr=LEARNING_RATE, batch_size
     try:
         for epoch in range(epochs):
             batches = make_batches(*train_data, batch_size, generator)
-            if by_hand:
+            if by_hand:  # section 5's steps, by hand
                 train_loss = train_epoch_by_hand(model, batches, lr)
             else:
                 train_loss = train_epoch(model, batches, loss_fn, optimizer)
@@ -298,13 +254,63 @@ def save_figure(fig, path, show=False):
 
 
 # The first sitting ends here, with the original's lesson. Section 6 wires it
-# up (torch.manual_seed, SoftmaxClassifier(), fit, the plots); the README's
-# first exercises check that you can now write it yourself.
+# up (torch.manual_seed, SoftmaxClassifier(), fit, the plots). Back to the
+# README: its figures, then exercises that check you can write it yourself.
 
 
 # =============================================================================
-# 5. Beyond the original: test set, probabilities, weights, confusions, saving
+# 5. Beyond the original: by hand, test set, confusions, saving
 # =============================================================================
+# ``follow_one_image`` works section 2's example on a real image, and checks it
+# against PyTorch; a run calls it after training. ``train_epoch_by_hand``
+# trains with those gradients.
+
+
+def follow_one_image(model, image, label):
+    """Print one image's logits, softmax, loss and gradient, computed by hand and checked against PyTorch."""
+    # unsqueeze(0): a batch of one image; [0]: its row. detach() drops the model's record; requires_grad_()
+    # (the _ says in place) starts one here, so that backward() puts the loss's gradient in logits.grad.
+    logits = model(image.unsqueeze(0))[0].detach().requires_grad_()
+    torch_loss = nn.functional.cross_entropy(logits.unsqueeze(0), label.unsqueeze(0))  # what nn.CrossEntropyLoss does
+    torch_loss.backward()
+    with torch.no_grad():
+        shifted = logits - logits.max()  # z - max(z), as in section 2
+        probabilities = shifted.exp() / shifted.exp().sum()
+        loss = shifted.exp().sum().log() - shifted[label]  # log(sum(exp(z))) - z[y], both shifted
+        gradient = probabilities - nn.functional.one_hot(label, len(CLASSES))
+        # assert_close raises, showing the numbers, where they differ beyond rounding.
+        torch.testing.assert_close(probabilities, torch.softmax(logits, dim=0))
+        torch.testing.assert_close(loss, torch_loss)
+        torch.testing.assert_close(gradient, logits.grad)
+
+    def row(values):
+        return " ".join(f"{value:7.2f}" for value in values.tolist())
+    y = label.item()
+    print(f"One validation image, a {CLASSES[y]} (class {y}), by hand; PyTorch's numbers are the same:")
+    print(f"  logits z               {row(logits)}")
+    print(f"  softmax p              {row(probabilities)}")
+    print(f"  loss -log p[{y}] = -log {probabilities[y]:.3f} = {loss:.3f}")
+    print(f"  gradient p - one_hot   {row(gradient)}")
+
+
+@torch.no_grad()  # -= changes a weight in place, which autograd refuses while it records
+def train_epoch_by_hand(model, batches, lr):
+    """train_epoch's steps (section 3) with section 2's gradients, not autograd and an optimizer: the same
+    weights, in less than half the time."""
+    model.train()
+    weight, bias = model.linear.weight, model.linear.bias
+    total_loss, seen = 0.0, 0
+    for images, labels in batches:
+        logits = model(images)
+        # g, N x 10: each image's p - one_hot(y), over N, as the loss is the batch's mean
+        g = (torch.softmax(logits, dim=1) - nn.functional.one_hot(labels, len(CLASSES))) / len(labels)
+        weight -= lr * g.T @ images  # row i sums g[n, i] * image n: autograd's weight.grad
+        bias -= lr * g.sum(dim=0)
+        total_loss += nn.functional.cross_entropy(logits, labels, reduction="sum").item()
+        seen += len(labels)
+    return total_loss / seen
+
+
 # Chance moves an accuracy p on n images by about sqrt(p(1 - p) / n) (its
 # standard deviation): 1.6 points on 500, 0.4 on 10,000. And a validation
 # accuracy used to choose settings (as in the README's exercise 4) ends up
@@ -339,8 +345,8 @@ def load_model(path, device="cpu"):
 # 6. Putting it together
 # =============================================================================
 # Sections 1 to 5 in order, with the command line's flags in ``settings`` and
-# appendix A's figures. The model is saved right after training. A Path joins
-# folders and names with /.
+# appendix A's figures. The model is saved right after training. Paths join
+# with /.
 
 
 def run_tutorial(settings):
@@ -374,7 +380,7 @@ def run_tutorial(settings):
     save_model(model, out / "model.pt")
     print("Saved model.pt")
     model.eval()  # from here on the model only predicts
-    follow_one_image(model, val_images[0], val_labels[0])  # section 2's check
+    follow_one_image(model, val_images[0], val_labels[0])  # section 5's check of section 2
 
     # 4. Plot the results.
     save_figure(plot_curve(history["train_loss"], "mean cross-entropy loss", "Training loss per epoch"),
@@ -433,7 +439,7 @@ def prepare_picture(picture):
     # 3. Sharpen, by 2: of the factors tried, 2 best restored test images that had been enlarged like photos.
     picture = v2.functional.adjust_sharpness(picture.clamp(0, 1), sharpness_factor=2)
     # 4. Extend to 28 x 28 with the background, centred as in the dataset: an odd margin's extra pixel goes
-    #    left (or on top), so 21 pixels wide gets 4 left and 3 right. One pixel matters.
+    #    left (or on top), so 21 pixels wide gets 4 left and 3 right.
     height, width = picture.shape[1:]
     left, top = (IMAGE_SIDE - width + 1) // 2, (IMAGE_SIDE - height + 1) // 2
     picture = v2.functional.pad(picture, [left, top, IMAGE_SIDE - width - left, IMAGE_SIDE - height - top],
@@ -564,7 +570,7 @@ def plot_pictures(shown):
 # A problem that a user can fix ends in one line and a non-zero exit status.
 PROG = Path(__file__).name
 HERE = Path(__file__).resolve().parent
-DATA_DIR, OUT_DIR = HERE / "data", HERE / "outputs"  # the repository's own, wherever it runs from
+DATA_DIR, OUT_DIR = HERE / "data", HERE / "outputs"  # beside the script, wherever it runs from
 FULL_TRAIN_SIZE = 60_000
 # MD5 checksums of the original files, which Debian's dataset-fashion-mnist holds gzipped.
 RAW_FILES = {
@@ -681,8 +687,8 @@ def picture_files(paths):
 
 
 def predict(model, paths, out_dir, show=False):
-    """Print each picture's likeliest classes, draw the first ones in predict.png; return the exit status,
-    1 if a file could not be read."""
+    """Print each picture's likeliest classes, and draw the first in predict.png; return 1 if a file could
+    not be read, else 0."""
     shown, failed = [], 0
     for path in picture_files(paths):
         try:
@@ -744,7 +750,7 @@ def parse_args(argv=None):
     add("--lr", type=float, default=LEARNING_RATE, help="learning rate of SGD (%(default)s)")
     add("--batch-size", metavar="N", type=int, default=BATCH_SIZE, help="images per step (%(default)s)")
     add("--shuffle", action="store_true", help="shuffle the training images every epoch")
-    add("--by-hand", action="store_true", help="train without autograd or an optimizer (section 3)")
+    add("--by-hand", action="store_true", help="train without autograd or an optimizer (section 5)")
     add("--train-size", metavar="N", type=int, default=TRAIN_SIZE, help="the first N training images (%(default)s)")
     add("--val-size", metavar="N", type=int, default=VAL_SIZE, help="how many of them validate (%(default)s)")
     add("--seed", metavar="N", type=int, default=0, help="seed of the starting weights and of --shuffle (%(default)s)")
@@ -788,8 +794,8 @@ def main(argv=None):
         args.show = False
 
     # SIGINT (Ctrl-C), SIGTERM (`kill`), SIGHUP (a closed terminal) and SIGBREAK (Windows' Ctrl-Break, a closed
-    # console) raise KeyboardInterrupt: in training, fit() stops and the run goes on; elsewhere, or again, the
-    # run quits. Signals ignored (by nohup) stay ignored.
+    # console) raise KeyboardInterrupt: in training, fit() stops and the run goes on; elsewhere, or again, it
+    # quits. Signals that nohup ignores stay ignored.
     received = []
 
     def interrupt(signum, frame):
