@@ -34,7 +34,7 @@ from torch import nn
 from torchvision import datasets
 from torchvision.transforms import v2
 
-# Only the appendices use these: skip them.
+# Only the appendices use these.
 import argparse
 import gzip
 import itertools
@@ -203,7 +203,7 @@ def evaluate(model, images, labels):
 def fit(model, train_data, val_data, epochs=EPOCHS, lr=LEARNING_RATE, batch_size=BATCH_SIZE, by_hand=False,
         generator=None, log_every=10):
     """Train ``model`` on (images, labels) pairs; return each epoch's training loss and validation accuracy.
-    Ctrl-C stops training, and the model keeps what it has learned."""
+    Ctrl-C stops training; the model keeps what it learned."""
     loss_fn = nn.CrossEntropyLoss()  # softmax, then -log p[y], averaged over the batch
     optimizer = torch.optim.SGD(model.parameters(), lr=lr)
     history = {"train_loss": [], "val_accuracy": []}
@@ -261,9 +261,8 @@ def save_figure(fig, path, show=False):
 # =============================================================================
 # 5. Beyond the original: by hand, test set, confusions, saving
 # =============================================================================
-# ``follow_one_image`` works section 2's example on a real image, and checks it
-# against PyTorch; a run calls it after training. ``train_epoch_by_hand``
-# trains with those gradients.
+# ``follow_one_image`` works section 2's example on a real image and checks it
+# against PyTorch. ``train_epoch_by_hand`` trains with those gradients.
 
 
 def follow_one_image(model, image, label):
@@ -463,6 +462,9 @@ def top_classes(probabilities, k=3):
     """'Ankle boot 91%, Sneaker 6%, Sandal 2%': the ``k`` most probable classes."""
     values, indices = probabilities.topk(k)
     return ", ".join(f"{CLASSES[i]} {p:.0%}" for p, i in zip(values.tolist(), indices.tolist()))
+
+
+# The second sitting ends here: back to the README.
 
 
 # =============================================================================
