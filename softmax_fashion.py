@@ -119,9 +119,9 @@ def train_val_split(images, labels, val_size=VAL_SIZE):
 # - The weights: logit i = weight[i] . x + bias[i] (. is the dot product) grows
 #   by x[j] with weight[i, j], so the loss by g[i] * x[j]: row i of weight.grad
 #   is g[i] * x, and bias.grad is g.
-# - A step (section 3) subtracts lr, the learning rate, times the gradient. As g[y] = p[y] - 1, row
-#   y gains lr * (1 - p[y]) * x: the true class's template moves towards the
-#   image. Each other row i loses lr * p[i] * x.
+# - A step (section 3) subtracts lr, the learning rate, times the gradient. As
+#   g[y] = p[y] - 1, row y gains lr * (1 - p[y]) * x: the true class's template
+#   moves towards the image. Each other row i loses lr * p[i] * x.
 # No calculus? Take it on trust: section 5 checks it on a real image against
 # PyTorch's autograd.
 #

@@ -292,7 +292,7 @@ def test_damaged_data_is_named_before_anything_is_trained_and_leaves_nothing(dam
                            f"original's): delete it and run again")
     else:
         copy.write_bytes(copy.read_bytes()[:20] if damage.endswith("short") else gzip.compress(b"other"))
-        advice = re.escape(str(copy)) + " .*: reinstall it with 'sudo apt-get install --reinstall dataset-fashion-mnist'"
+        advice = re.escape(str(copy)) + " .*: reinstall it with 'sudo apt-get install --reinstall dataset-fashion"
     status, out, err = run(capsys, "--data-dir", tmp_path / "data", "--out-dir", tmp_path / "out")
     assert status == 1 and "Epoch" not in out and re.search(advice, one_error_line(err))
     assert not (tmp_path / "out").exists() and leftovers(tmp_path) == []
@@ -327,7 +327,7 @@ def test_a_full_disk_leaves_the_old_file_and_no_temporary_one(tmp_path, monkeypa
     with pytest.raises(OSError) as error:
         sf.write_atomically(path, b"the new run")
     assert str(error.value) == f"[Errno 28] No space left on device: '{path}'"
-    assert [p.name for p in tmp_path.iterdir()] == ["metrics.json"] and path.read_text(encoding="utf-8") == "the run before"
+    assert files(tmp_path) == ["metrics.json"] and path.read_text(encoding="utf-8") == "the run before"
 
 
 def test_a_second_run_into_an_out_dir_in_use_is_refused_at_once_and_a_lock_file_left_is_no_lock(tmp_path, capsys):
@@ -428,7 +428,8 @@ def test_ctrl_c_on_the_real_program_finishes_the_run_and_exits_130(real_program,
 
 @pytest.mark.skipif("OLDEST_COMBINATION" not in os.environ, reason="the oldest session of .ci/noxfile.py runs it")
 def test_the_oldest_combination_has_the_lowest_versions_that_requirements_allow():
-    floors = dict(re.findall(r"^([\w-]+)>=([\w.]+)", (REPO / "requirements.txt").read_text(encoding="utf-8"), re.MULTILINE))
+    requirements = (REPO / "requirements.txt").read_text(encoding="utf-8")
+    floors = dict(re.findall(r"^([\w-]+)>=([\w.]+)", requirements, re.MULTILINE))
     assert sorted(floors) == ["filelock", "matplotlib", "pillow", "pytest", "torch", "torchvision"]
     assert sys.version_info[:2] == (3, 10)
     assert {name: importlib.metadata.version(name) for name in floors} == floors
