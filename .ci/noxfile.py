@@ -29,14 +29,16 @@ def oldest(session):
 def colab(session):
     """Colab's packages as they are: `pip install -r requirements.txt` installs nothing; the tests and a run pass."""
     session.install("-r", str(CI / "colab.txt"), "pip")
-    report = Path(session.create_tmp()) / "report.json"
-    session.run("python", "-m", "pip", "install", "--quiet", "--dry-run", "--report", str(report), "-r", REQUIREMENTS)
-    would_install = [item["metadata"]["name"] for item in json.loads(report.read_text(encoding="utf-8"))["install"]]
+    tmp = Path(session.create_tmp()).resolve()
+    session.run("python", "-m", "pip", "install", "--quiet", "--dry-run", "--report", str(tmp / "report.json"),
+                "-r", REQUIREMENTS)
+    report = json.loads((tmp / "report.json").read_text(encoding="utf-8"))
+    would_install = [item["metadata"]["name"] for item in report["install"]]
     if would_install:
         session.error(f"pip install -r requirements.txt would install {would_install} on Colab")
     session.chdir(REPO)
     session.run("python", "-m", "pytest", "tests")
-    session.run("python", "softmax_fashion.py", "--epochs", "2", "--out-dir", session.create_tmp())
+    session.run("python", "softmax_fashion.py", "--epochs", "2", "--out-dir", str(tmp / "run"))
 
 
 @nox.session(python="3.13")

@@ -261,11 +261,11 @@ def test_a_folder_that_cannot_be_used_gives_one_line_before_training(case, data_
     (taken / "model.pt").mkdir(parents=True)
     # Each folder as the script first uses it, for the OS's own words, whatever the OS.
     flag, folder, reason = {
-        "a file": ("--out-dir", file, lambda: os_message(file.mkdir, 0o777, True, True)),
-        "a file as --data-dir": ("--data-dir", file, lambda: os_message((file / "FashionMNIST").mkdir, 0o777, True)),
-        "not writable": ("--out-dir", tmp_path / "read-only", lambda: "Permission denied"),
-        "name too long": ("--out-dir", too_long, lambda: os_message(too_long.mkdir)),
-        "in the way": ("--out-dir", taken, lambda: "model.pt is a folder, where this run would write a file"),
+        "a file": ("--out-dir", file, os_message(file.mkdir, 0o777, True, True)),
+        "a file as --data-dir": ("--data-dir", file, os_message((file / "FashionMNIST").mkdir, 0o777, True)),
+        "not writable": ("--out-dir", tmp_path / "read-only", "Permission denied"),
+        "name too long": ("--out-dir", too_long, os_message(too_long.mkdir)),
+        "in the way": ("--out-dir", taken, "model.pt is a folder, where this run would write a file"),
     }[case]
     if case == "not writable":  # where this user cannot create files: root can't in /sys
         if not hasattr(os, "geteuid"):
@@ -276,7 +276,7 @@ def test_a_folder_that_cannot_be_used_gives_one_line_before_training(case, data_
     status, out, err = run(capsys, *[item for pair in folders.items() for item in pair])
     assert status == 1 and "Epoch" not in out
     line = one_error_line(err)
-    assert reason() in line and str(folder) in line, line
+    assert reason in line and str(folder) in line, line
 
 
 @pytest.mark.parametrize("damage", ["a data file", "the offline copy", "the offline copy, cut short"])
@@ -367,7 +367,7 @@ def test_output_into_a_closed_pipe_ends_quietly(data_dir, tmp_path, monkeypatch,
     assert capsys.readouterr().err == ""
 
 
-# --- Interrupts: Ctrl-C (SIGINT), SIGTERM and SIGHUP ---
+# --- Interrupts: Ctrl-C (SIGINT), SIGTERM, SIGHUP and SIGBREAK ---
 
 @pytest.mark.parametrize("name", ["SIGINT", "SIGTERM", "SIGHUP", "SIGBREAK"])
 def test_a_signal_before_training_quits_at_once(name, tmp_path, monkeypatch, capsys):
