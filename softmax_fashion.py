@@ -25,8 +25,8 @@ from torchvision import datasets
 from torchvision.datasets.utils import check_integrity
 from torchvision.transforms import v2
 
-# In a notebook's cells (Jupyter, Colab, VS Code), the cell after a section shows what it makes. Imported, or
-# run as a program, the file runs none of them.
+# Skim this cell: most imports serve appendix B. In a notebook (Jupyter, Colab, VS Code), the cell after a section
+# shows what it makes; imported, or run as a program, the file runs none of them.
 IN_NOTEBOOK = __name__ == "__main__" and "ipykernel" in sys.modules and Path(sys.argv[0]).name != "softmax_fashion.py"
 
 # %% [markdown]
@@ -49,7 +49,8 @@ def load_fashion_mnist(data_dir, train=True, count=None):
     """The first ``count`` images (all if None) of the training or test split, as rows of 784 numbers from 0
     (black) to 1 (white), and their class numbers."""
     dataset = datasets.FashionMNIST(data_dir, train=train, download=True)  # downloads only once
-    return dataset.data[:count].flatten(start_dim=1).float() / 255, dataset.targets[:count]  # data: 0 to 255
+    # data: 0 to 255; flatten(start_dim=1) is NumPy's reshape(n, -1), 28 x 28 to a row of 784; float: decimals
+    return dataset.data[:count].flatten(start_dim=1).float() / 255, dataset.targets[:count]
 
 
 def train_val_split(images, labels, val_size=VAL_SIZE):
@@ -58,11 +59,11 @@ def train_val_split(images, labels, val_size=VAL_SIZE):
 
 
 def plot_images(images, labels, title, **imshow_args):
-    """Ten images, titled with their classes."""
+    """Ten images, titled with their classes (matplotlib's figure, grid of axes, and imshow)."""
     fig, axes = plt.subplots(2, 5, figsize=(10, 4.6))
-    fig.subplots_adjust(left=0.02, right=0.98, bottom=0.03, top=0.85, hspace=0.25)  # margins, as parts of it
-    for ax, image, label in zip(axes.flat, images.cpu(), labels):
-        ax.imshow(image.view(IMAGE_SIDE, IMAGE_SIDE).numpy(), **imshow_args)
+    fig.subplots_adjust(left=0.02, right=0.98, bottom=0.03, top=0.85, hspace=0.25)  # margins, as fractions of it
+    for ax, image, label in zip(axes.flat, images.cpu(), labels):  # cpu(): from a GPU, if there
+        ax.imshow(image.view(IMAGE_SIDE, IMAGE_SIDE).numpy(), **imshow_args)  # view: NumPy's reshape
         ax.set_title(CLASSES[label])
         ax.set_axis_off()
     fig.suptitle(title)
@@ -73,8 +74,8 @@ def plot_images(images, labels, title, **imshow_args):
 # ## 2. Build the model
 #
 # A linear layer computes each output as a weighted sum of its inputs plus a bias. Ours turns an image's 784
-# pixel values x into ten class scores, the *logits* (`nn.Linear` keeps a row of weights per output, hence the
-# transpose, `.T`):
+# pixel values x into ten class scores, the *logits* (`@` multiplies matrices, as in NumPy; `nn.Linear` keeps a
+# row of weights per output, hence the transpose, `.T`):
 #
 #     logits = x @ weight.T + bias        (weight: 10 x 784, bias: 10)
 #
@@ -88,10 +89,10 @@ def plot_images(images, labels, title, **imshow_args):
 # - Cross-entropy loss: -log p[y] = -log 0.665 = 0.41 (the natural log): near 0 when the true class gets a
 #   probability near 1, large when it gets little. Training lowers it; section 5 works out how, by hand.
 #
-# `forward` returns the logits, and the loss, `nn.CrossEntropyLoss`, takes them: it computes log p[y] as
-# z[y] - log(sum(exp(z))), shifted as above. The log of a softmax fails where the model is sure and wrong:
-# p[y] rounds to 0, and log 0 is -inf. So never put a softmax in `forward` when the loss is
-# `nn.CrossEntropyLoss`. `predict_proba` applies it, for probabilities.
+# The model's `forward` returns the logits, and the loss, `nn.CrossEntropyLoss`, applies the softmax itself, in
+# one step: log p[y] = z[y] - log(sum(exp(z))), shifted as above. Taking the log of a softmax in two steps fails
+# where the model is sure and wrong: p[y] rounds to 0, and log 0 is -inf. So never put a softmax in `forward`
+# when the loss is `nn.CrossEntropyLoss`: it would apply twice. `predict_proba` applies it, for probabilities.
 
 # %%
 class SoftmaxClassifier(nn.Module):
@@ -105,7 +106,7 @@ class SoftmaxClassifier(nn.Module):
 
     def predict_proba(self, images):
         """Class probabilities, N x 10, each row adding up to 1."""
-        with torch.no_grad():
+        with torch.no_grad():  # no record for backward() (section 3): we only evaluate
             return torch.softmax(self(images), dim=1)
 
 
@@ -119,14 +120,16 @@ if IN_NOTEBOOK:
 # PyTorch records each computation with the model's weights, so that `loss.backward()` can work back through
 # it and add to each weight's `.grad` its gradient, how fast the loss grows with that weight. Training takes
 # steps of stochastic gradient descent (SGD), each on a batch of 16 images: clear the old gradients, compute
-# the batch's mean loss, let `backward` compute the gradients, and step: `optimizer.step()` does
-# `weight -= lr * weight.grad`, with the learning rate lr = 0.01. A pass over all the images is an *epoch*.
-# To evaluate, `with torch.no_grad():` records nothing.
+# the batch's mean loss, let `backward` compute the gradients, and step: the optimizer,
+# `torch.optim.SGD(model.parameters(), lr=0.01)`, holds the weights and the learning rate lr, and `step()` does
+# `weight -= lr * weight.grad`. *Stochastic*: each step sees a sample of the data. A pass over all of it is an
+# *epoch*. To evaluate, `with torch.no_grad():` records nothing.
 #
 # Datasets usually come in shuffled batches from a `DataLoader`: `DataLoader(TensorDataset(images, labels),
 # batch_size=16, shuffle=True)`. The original does not shuffle, and its images are one tensor here:
-# `images.split(16)` cuts its batches, and 200 epochs take about 4 s less. `model.train()` and `model.eval()`
-# switch layers that act otherwise in training, such as dropout: this model has none, but every loop calls them.
+# `images.split(16)` cuts its batches, and 200 epochs take about 4 s less than with a `DataLoader`. `model.train()`
+# and `model.eval()` switch layers that act otherwise in training, such as dropout (which zeroes inputs at random):
+# this model has none, but every loop calls them.
 
 # %%
 LEARNING_RATE, BATCH_SIZE, EPOCHS = 0.01, 16, 200  # the original's settings
@@ -146,7 +149,7 @@ def train_epoch(model, batches, loss_fn, optimizer):
         loss = loss_fn(model(images), labels)  # the batch's mean loss
         loss.backward()
         optimizer.step()
-        total_loss += loss.item() * len(labels)  # times its size: the last batch is smaller
+        total_loss += loss.item() * len(labels)  # item(): the number; times the size, as the last batch is smaller
         seen += len(labels)
     return total_loss / seen
 
@@ -188,7 +191,7 @@ def fit(model, batches, val_data, loss_fn, optimizer, epochs, history, log_every
 
 # %%
 def plot_curves(curves, title):
-    """A line over the epochs for each label: values pair in ``curves``."""
+    """A line over the epochs for each entry of ``curves``, a dict of {label: list of values}."""
     fig, ax = plt.subplots()
     for label, values in curves.items():
         ax.plot(values, label=label)
@@ -199,7 +202,7 @@ def plot_curves(curves, title):
 
 def train_and_plot(train_data, val_data, batches, out_dir=OUT_DIR, epochs=EPOCHS, lr=LEARNING_RATE, seed=0,
                    log_every=10, fit=fit):
-    """Train a new model on ``batches`` and draw; return it and its history. ``fit``: section 3's, or 5's."""
+    """Train a new model on ``batches`` and draw; return it and its history. --by-hand passes section 5's fit."""
     images, labels = train_data
     out_dir.mkdir(parents=True, exist_ok=True)
     plot_images(images[:10], labels[:10], "The first 10 training images", cmap="gray").savefig(out_dir / "samples.png")
@@ -228,9 +231,11 @@ if IN_NOTEBOOK:  # the first sitting's program, with the original's settings
 # %% [markdown]
 # ## 5. By hand: the gradient, checked, and training
 #
-# Section 2's example, continued: the gradient g[i] = d loss / d z[i], how fast the loss grows with the logit
-# z[i]. With s = sum(exp(z)), the loss is -log(exp(z[y]) / s) = log(s) - z[y]. The derivative of exp is exp,
-# that of log(s) is 1 / s, and rates multiply along a chain (the chain rule):
+# Section 2's example, continued. No calculus? Take it on trust: `follow_one_image` checks it against autograd.
+#
+# The gradient g[i] = d loss / d z[i] says how fast the loss grows with the logit z[i]. With s = sum(exp(z)), the
+# loss is -log(exp(z[y]) / s) = log(s) - z[y]. The derivative of exp is exp, that of log(s) is 1 / s, and rates
+# multiply along a chain (the chain rule):
 #
 #     d log(s) / d z[i] = exp(z[i]) / s = p[i]
 #     d z[y] / d z[i]   = one_hot(y)[i]        (1 if i = y, else 0)
@@ -240,14 +245,14 @@ if IN_NOTEBOOK:  # the first sitting's program, with the original's settings
 # `bias.grad` is g. A step subtracts lr times the gradient. As g[y] = p[y] - 1, row y gains lr (1 - p[y]) x: the
 # true class's template moves towards the image. Each other row i loses lr p[i] x.
 #
-# No calculus? Take it on trust: `follow_one_image` checks it on a real image against autograd, and
-# `train_epoch_by_hand` trains with it.
+# `train_epoch_by_hand` trains with it; `fit_by_hand`, for `--by-hand`, is `fit` calling it (skim it).
 
 # %%
 def follow_one_image(model, image, label):
     """Print one image's logits, softmax, loss and gradient, computed by hand and checked against PyTorch."""
-    # unsqueeze(0): a batch of one image; [0]: its row. PyTorch fills .grad only where its record starts:
-    # detach() cuts the logits from the model's record, and requires_grad_() (_: in place) starts one there.
+    # unsqueeze(0): a batch of one image; [0]: its row. PyTorch fills .grad only on tensors that it tracks from the
+    # start, as the weights: detach() takes the logits out of the model's record, and requires_grad_() (_: in
+    # place) tracks them from here, so that backward() gives the loss's gradient for the logits.
     logits = model(image.unsqueeze(0))[0].detach().requires_grad_()
     torch_loss = nn.functional.cross_entropy(logits.unsqueeze(0), label.unsqueeze(0))
     torch_loss.backward()  # puts the loss's gradient in logits.grad
@@ -268,7 +273,7 @@ def follow_one_image(model, image, label):
 
 
 def train_epoch_by_hand(model, batches, loss_fn, optimizer):
-    """train_epoch(), with section 2's gradients in place of backward(): the same weights, in half the time."""
+    """train_epoch(), with the gradients above in place of backward(): the same weights, in half the time."""
     model.train()
     total_loss, seen = 0.0, 0
     with torch.no_grad():  # nothing to record: we compute the gradients
@@ -310,7 +315,7 @@ if IN_NOTEBOOK:
 #
 # A model is saved as its `state_dict`, its learned tensors by name; the class is in this file. To load it,
 # make a new model and give it those tensors. `test_and_save`, the second sitting's program, runs after
-# appendix A, which draws its figures.
+# appendix A, which draws its figures (no need to read it).
 
 # %%
 def confusion_matrix(labels, predicted, n_classes=len(CLASSES)):
@@ -352,7 +357,7 @@ def test_and_save(model, test_data, out_dir=OUT_DIR):
 # The model knows only centred garments, light on black, 28 x 28 pixels, in greyscale. `prepare_picture` makes
 # a picture into such an image, in the six steps in which Fashion-MNIST's authors made theirs from shop photos
 # (Xiao, Rasul and Vollgraf, 2017, https://arxiv.org/abs/1708.07747), with torchvision's transforms, `v2`. Skim
-# its code: the steps' comments say what matters. `read_picture` gives a picture file as a tensor.
+# its code, and `read_picture`'s, which gives a picture file as a tensor: their comments say what matters.
 
 # %%
 LARGEST_SIDE = 1024  # larger pictures are reduced first
