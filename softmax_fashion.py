@@ -26,7 +26,7 @@ from torchvision.datasets.utils import check_integrity
 from torchvision.transforms import v2
 
 # Skim this cell: most imports serve appendix B. In a notebook (Jupyter, Colab, VS Code), the cell after a section
-# shows what it makes; imported, or run as a program, the file runs none of them.
+# shows what it makes; imported, or run as a program, the file runs none of those cells.
 IN_NOTEBOOK = __name__ == "__main__" and "ipykernel" in sys.modules and Path(sys.argv[0]).name != "softmax_fashion.py"
 
 # %% [markdown]
@@ -83,16 +83,17 @@ def plot_images(images, labels, title, **imshow_args):
 # `nn.Linear` starts them at random, near 0; `torch.manual_seed` fixes which.
 #
 # Worked by hand, for three classes: logits z = (2, 1, 0), true class y = 0.
-# - Softmax: p = exp(z) / sum(exp(z)). Subtracting the largest logit first divides the top and the bottom by
-#   the same exp(2), so p stays, and exp cannot overflow: exp(z - 2) = (1, 0.368, 0.135), summing to 1.503, so
-#   p = (0.665, 0.245, 0.090).
+# - Softmax: p = exp(z) / sum(exp(z)) = (7.389, 2.718, 1) / 11.107, so p = (0.665, 0.245, 0.090). Computed as
+#   exp(z - 2) = (1, 0.368, 0.135) over their sum, 1.503, p is the same (top and bottom are divided by exp(2)),
+#   and exp cannot overflow: subtracting the largest logit first is how PyTorch computes it.
 # - Cross-entropy loss: -log p[y] = -log 0.665 = 0.41 (the natural log): near 0 when the true class gets a
 #   probability near 1, large when it gets little. Training lowers it; section 5 works out how, by hand.
 #
-# The model's `forward` returns the logits, and the loss, `nn.CrossEntropyLoss`, applies the softmax itself, in
-# one step: log p[y] = z[y] - log(sum(exp(z))), shifted as above. Taking the log of a softmax in two steps fails
-# where the model is sure and wrong: p[y] rounds to 0, and log 0 is -inf. So never put a softmax in `forward`
-# when the loss is `nn.CrossEntropyLoss`: it would apply twice. `predict_proba` applies it, for probabilities.
+# Where is the softmax? The model's `forward` (below) returns the logits, and the loss, `nn.CrossEntropyLoss`,
+# applies the softmax itself. It computes log p[y] = z[y] - log(sum(exp(z))), shifted as above, never p[y]
+# alone: where the model is sure and wrong, p[y] rounds to 0, and log 0 is -inf. So never put a softmax in
+# `forward` when the loss is `nn.CrossEntropyLoss`: it would apply twice. `predict_proba` applies it, for
+# probabilities.
 
 # %%
 class SoftmaxClassifier(nn.Module):
@@ -118,11 +119,11 @@ if IN_NOTEBOOK:
 # ## 3. Train the model
 #
 # PyTorch records each computation with the model's weights, so that `loss.backward()` can work back through
-# it and add to each weight's `.grad` its gradient, how fast the loss grows with that weight. Training takes
-# steps of stochastic gradient descent (SGD), each on a batch of 16 images: clear the old gradients, compute
-# the batch's mean loss, let `backward` compute the gradients, and step: the optimizer,
-# `torch.optim.SGD(model.parameters(), lr=0.01)`, holds the weights and the learning rate lr, and `step()` does
-# `weight -= lr * weight.grad`. *Stochastic*: each step sees a sample of the data. A pass over all of it is an
+# it and add to each weight's `.grad` its gradient, how fast the loss grows with that weight: this is *autograd*.
+# Training takes steps of stochastic gradient descent (SGD), each on a batch of 16 images: clear the old
+# gradients, compute the batch's mean loss, let `backward` compute the gradients, and step: the optimizer,
+# `torch.optim.SGD(model.parameters(), lr=0.01)`, holds the weight and bias and the learning rate lr; `step()`
+# does `weight -= lr * weight.grad`. *Stochastic*: each step sees a sample of the data. A pass over all of it is an
 # *epoch*. To evaluate, `with torch.no_grad():` records nothing.
 #
 # Datasets usually come in shuffled batches from a `DataLoader`: `DataLoader(TensorDataset(images, labels),
@@ -202,8 +203,9 @@ def plot_curves(curves, title):
 
 def train_and_plot(train_data, val_data, batches, out_dir=OUT_DIR, epochs=EPOCHS, lr=LEARNING_RATE, seed=0,
                    log_every=10, fit=fit):
-    """Train a new model on ``batches`` and draw; return it and its history. --by-hand passes section 5's fit."""
-    images, labels = train_data
+    """Train a new model on ``batches`` and draw; return it and its history. ``fit`` is section 3's, unless the
+    command line's --by-hand gives section 5's."""
+    images, labels = train_data  # and out_dir / "samples.png" joins a folder's Path and a name
     out_dir.mkdir(parents=True, exist_ok=True)
     plot_images(images[:10], labels[:10], "The first 10 training images", cmap="gray").savefig(out_dir / "samples.png")
     torch.manual_seed(seed)  # the same random starting weights each run
@@ -250,9 +252,9 @@ if IN_NOTEBOOK:  # the first sitting's program, with the original's settings
 # %%
 def follow_one_image(model, image, label):
     """Print one image's logits, softmax, loss and gradient, computed by hand and checked against PyTorch."""
-    # unsqueeze(0): a batch of one image; [0]: its row. PyTorch fills .grad only on tensors that it tracks from the
-    # start, as the weights: detach() takes the logits out of the model's record, and requires_grad_() (_: in
-    # place) tracks them from here, so that backward() gives the loss's gradient for the logits.
+    # unsqueeze(0): a batch of one image; [0]: its row. backward() fills .grad only for the tensors where autograd's
+    # record starts, the weights; detach() gives logits cut from that record, and requires_grad_() (_: in place)
+    # starts it at them, so that backward() gives the loss's gradient with respect to the logits.
     logits = model(image.unsqueeze(0))[0].detach().requires_grad_()
     torch_loss = nn.functional.cross_entropy(logits.unsqueeze(0), label.unsqueeze(0))
     torch_loss.backward()  # puts the loss's gradient in logits.grad
@@ -309,7 +311,7 @@ if IN_NOTEBOOK:
 # %% [markdown]
 # ## 6. The test set, the confusions, and saving
 #
-# Chance moves an accuracy p on n images by about sqrt(p (1 - p) / n), its standard deviation: 1.6 points on
+# Chance moves an accuracy p on n images by about sqrt(p (1 - p) / n) (its standard deviation): 1.6 points on
 # 500 images, 0.4 on 10,000. And an accuracy used to choose settings, as in exercise 4, ends up optimistic. So
 # the final score comes from the 10,000 test images, used only here.
 #
