@@ -129,7 +129,7 @@ def test_the_exercises_give_their_numbers_from_the_readmes_first_block(data_dir,
     torch.save(model.state_dict(), "mine.pt")
     picture = v2.functional.horizontal_flip(sf.read_picture(REPO / "docs" / "boot-mirrored.png"))
     _, probabilities = sf.classify_picture(sf.load_model("mine.pt"), picture)
-    check(r"classify it: Ankle boot (\d+)%", 100 * probabilities[9])
+    check(r"sf.top_classes`: Ankle boot (\d+)%", 100 * probabilities[9])
 
 
 def test_the_script_is_a_module_a_program_and_a_notebook_that_runs_in_a_kernel(data_dir, tmp_path, monkeypatch,
