@@ -5,9 +5,12 @@
 # "Building a Softmax Classifier for Images in PyTorch" (Machine Learning Mastery), *the original*, with its
 # data, model and settings. Sections 1 to 4, its lesson, are the first sitting; 5 to 7 the second. The
 # appendices (figures, command line) are reference. A tensor is PyTorch's array; its `dim` is NumPy's axis.
+# Each `# %%` line starts a notebook cell, `[markdown]` a cell of text.
 
 # %%
 """A Softmax classifier for Fashion-MNIST images, in PyTorch: a tutorial (README.md)."""
+# Skim this cell: most imports serve appendix B, and IN_NOTEBOOK says whether the `if IN_NOTEBOOK:` cells run (in a
+# notebook: Jupyter, Colab, VS Code), not when the file is imported or run as a program.
 import argparse
 import gzip
 import json
@@ -25,8 +28,6 @@ from torchvision import datasets
 from torchvision.datasets.utils import check_integrity
 from torchvision.transforms import v2
 
-# Skim this cell: most imports serve appendix B. In a notebook (Jupyter, Colab, VS Code), the cell after a section
-# shows what it makes; imported, or run as a program, the file runs none of those cells.
 IN_NOTEBOOK = __name__ == "__main__" and "ipykernel" in sys.modules and Path(sys.argv[0]).name != "softmax_fashion.py"
 
 # %% [markdown]
@@ -59,7 +60,7 @@ def train_val_split(images, labels, val_size=VAL_SIZE):
 
 
 def plot_images(images, labels, title, **imshow_args):
-    """Ten images, titled with their classes (matplotlib's figure, grid of axes, and imshow)."""
+    """Ten images, titled with their classes; ``imshow_args``, any more keyword arguments, go to imshow."""
     fig, axes = plt.subplots(2, 5, figsize=(10, 4.6))
     fig.subplots_adjust(left=0.02, right=0.98, bottom=0.03, top=0.85, hspace=0.25)  # margins, as fractions of it
     for ax, image, label in zip(axes.flat, images.cpu(), labels):  # cpu(): from a GPU, if there
@@ -90,10 +91,9 @@ def plot_images(images, labels, title, **imshow_args):
 #   probability near 1, large when it gets little. Training lowers it; section 5 works out how, by hand.
 #
 # Where is the softmax? The model's `forward` (below) returns the logits, and the loss, `nn.CrossEntropyLoss`,
-# applies the softmax itself. It computes log p[y] = z[y] - log(sum(exp(z))), shifted as above, never p[y]
-# alone: where the model is sure and wrong, p[y] rounds to 0, and log 0 is -inf. So never put a softmax in
-# `forward` when the loss is `nn.CrossEntropyLoss`: it would apply twice. `predict_proba` applies it, for
-# probabilities.
+# applies the softmax itself: so never put one in `forward` too, where it would apply twice. The loss computes
+# log p[y] = z[y] - log(sum(exp(z))), shifted as above, never p[y] alone, which rounds to 0 where the model is
+# sure and wrong (and log 0 is -inf). `predict_proba` applies the softmax, for probabilities.
 
 # %%
 class SoftmaxClassifier(nn.Module):
@@ -121,13 +121,13 @@ if IN_NOTEBOOK:
 # PyTorch records each computation with the model's weights, so that `loss.backward()` can work back through
 # it and add to each weight's `.grad` its gradient, how fast the loss grows with that weight: this is *autograd*.
 # Training takes steps of stochastic gradient descent (SGD), each on a batch of 16 images: clear the old
-# gradients, compute the batch's mean loss, let `backward` compute the gradients, and step: the optimizer,
-# `torch.optim.SGD(model.parameters(), lr=0.01)`, holds the weight and bias and the learning rate lr; `step()`
-# does `weight -= lr * weight.grad`. *Stochastic*: each step sees a sample of the data. A pass over all of it is an
-# *epoch*. To evaluate, `with torch.no_grad():` records nothing.
+# gradients (backward adds to them), compute the batch's mean loss, let `backward` compute the gradients, and
+# step: the optimizer, `torch.optim.SGD(model.parameters(), lr=0.01)`, holds the weight and bias and the learning
+# rate lr; `step()` does `weight -= lr * weight.grad`. *Stochastic*: each step sees a sample of the data. A pass
+# over all of it is an *epoch*. To evaluate, `with torch.no_grad():` records nothing.
 #
 # Datasets usually come in shuffled batches from a `DataLoader`: `DataLoader(TensorDataset(images, labels),
-# batch_size=16, shuffle=True)`. The original does not shuffle, and its images are one tensor here:
+# batch_size=16, shuffle=True)`. The original does not shuffle, and here its images sit in one tensor, so
 # `images.split(16)` cuts its batches, and 200 epochs take about 4 s less than with a `DataLoader`. `model.train()`
 # and `model.eval()` switch layers that act otherwise in training, such as dropout (which zeroes inputs at random):
 # this model has none, but every loop calls them.
@@ -162,12 +162,13 @@ def evaluate(model, images, labels):
         logits = model(images)
     predicted = logits.argmax(dim=1)  # the largest logit, so also the largest probability
     accuracy = 100 * (predicted == labels).sum().item() / len(labels)
-    return predicted, accuracy, nn.functional.cross_entropy(logits, labels).item()  # nn.CrossEntropyLoss's loss
+    return predicted, accuracy, nn.functional.cross_entropy(logits, labels).item()  # what nn.CrossEntropyLoss calls
 
 
 def fit(model, batches, val_data, loss_fn, optimizer, epochs, history, log_every=10):
     """Train for ``epochs`` passes over ``batches``, adding each epoch's training loss, and validation loss and
-    accuracy on ``val_data`` (images, labels), to ``history``."""
+    accuracy on ``val_data`` (images, labels), to ``history``: the caller's, so that it keeps the epochs done if
+    Ctrl-C stops fit."""
     for epoch in range(epochs):
         train_loss = train_epoch(model, batches, loss_fn, optimizer)
         _, val_accuracy, val_loss = evaluate(model, *val_data)  # *: the pair's two items, as two arguments
@@ -202,9 +203,9 @@ def plot_curves(curves, title):
 
 
 def train_and_plot(train_data, val_data, batches, out_dir=OUT_DIR, epochs=EPOCHS, lr=LEARNING_RATE, seed=0,
-                   log_every=10, fit=fit):
-    """Train a new model on ``batches`` and draw; return it and its history. ``fit`` is section 3's, unless the
-    command line's --by-hand gives section 5's."""
+                   log_every=10, fit_fn=fit):
+    """Train a new model on ``batches`` and draw; return it and its history. ``fit_fn`` is section 3's fit, unless
+    the command line's --by-hand passes section 5's (a function is passed as any value is)."""
     images, labels = train_data  # and out_dir / "samples.png" joins a folder's Path and a name
     out_dir.mkdir(parents=True, exist_ok=True)
     plot_images(images[:10], labels[:10], "The first 10 training images", cmap="gray").savefig(out_dir / "samples.png")
@@ -213,7 +214,7 @@ def train_and_plot(train_data, val_data, batches, out_dir=OUT_DIR, epochs=EPOCHS
     optimizer = torch.optim.SGD(model.parameters(), lr=lr)
     history = {"train_loss": [], "val_loss": [], "val_accuracy": []}
     try:
-        fit(model, batches, val_data, nn.CrossEntropyLoss(), optimizer, epochs, history, log_every)
+        fit_fn(model, batches, val_data, nn.CrossEntropyLoss(), optimizer, epochs, history, log_every)
     except KeyboardInterrupt:
         print(f"Interrupted in epoch {len(history['train_loss'])}: training stops here.")
     plot_curves({"training": history["train_loss"], "validation": history["val_loss"]},
@@ -283,7 +284,7 @@ def train_epoch_by_hand(model, batches, loss_fn, optimizer):
             logits = model(images)
             # g, N x 10: each image's p - one_hot(y), divided by N, as the loss is the batch's mean
             g = (torch.softmax(logits, dim=1) - nn.functional.one_hot(labels, len(CLASSES))) / len(labels)
-            model.linear.weight.grad = g.T @ images  # row i: the sum over the batch of g[n, i] times image n
+            model.linear.weight.grad = g.T @ images  # row i: the sum of g[n, i] times image n; set, so no zero_grad
             model.linear.bias.grad = g.sum(dim=0)
             optimizer.step()  # weight -= lr * weight.grad, as after backward()
             total_loss += loss_fn(logits, labels).item() * len(labels)
@@ -311,7 +312,7 @@ if IN_NOTEBOOK:
 # %% [markdown]
 # ## 6. The test set, the confusions, and saving
 #
-# Chance moves an accuracy p on n images by about sqrt(p (1 - p) / n) (its standard deviation): 1.6 points on
+# Chance moves an accuracy a on n images by about sqrt(a (1 - a) / n) (its standard deviation): 1.6 points on
 # 500 images, 0.4 on 10,000. And an accuracy used to choose settings, as in exercise 4, ends up optimistic. So
 # the final score comes from the 10,000 test images, used only here.
 #
@@ -366,8 +367,8 @@ LARGEST_SIDE = 1024  # larger pictures are reduced first
 
 
 def read_picture(path):
-    """A picture file's first frame as a 3 x H x W tensor of whole numbers, 0 to 255 (colour channels first,
-    PyTorch's order): upright, transparent parts white, at most LARGEST_SIDE pixels a side."""
+    """A picture file's first frame as a 3 x H x W tensor (colour channels first) of whole numbers, 0 to 255:
+    upright, transparent parts white, at most LARGEST_SIDE pixels a side."""
     try:
         with Image.open(path) as image:
             image.thumbnail((LARGEST_SIDE, LARGEST_SIDE), reducing_gap=None)  # reduce() can't do 16 bits
@@ -523,7 +524,7 @@ PICTURES_SHOWN = 12  # pictures that predict.png draws, the only ones kept in me
 
 
 def prepare_data(data_dir):
-    """Put the four original files in data_dir/FashionMNIST/raw, from Debian's copy or downloaded; check them."""
+    """The four original files in data_dir/FashionMNIST/raw, from Debian's copy or downloaded, checked."""
     raw_dir = Path(data_dir) / "FashionMNIST" / "raw"
     for name, md5 in RAW_FILES.items():
         path, copy = raw_dir / name, DEBIAN_DIR / f"{name}.gz"
@@ -581,8 +582,7 @@ def picture_files(paths):
 
 
 def predict(model, paths, out_dir):
-    """Print each picture's likeliest classes, and draw the first in predict.png; return 1 if a file could not be
-    read, else 0."""
+    """Print each picture's likeliest classes, and draw the first in predict.png; return 1 if one is unreadable."""
     shown, failed = [], 0
     for path in picture_files(paths):
         try:
@@ -613,7 +613,7 @@ def load_trained_model(path):
         raise OSError(f"no trained model at {path} yet: {train}") from None
     except OSError:
         raise  # the OS's own message says what
-    except Exception:  # torch.load's and load_state_dict's errors vary with the file
+    except Exception:  # what torch.load raises varies with the file
         raise OSError(f"{path} is not a model of this tutorial: {train}") from None
 
 
@@ -652,11 +652,11 @@ def parse_args(argv=None):
 
 def main(argv=None):
     """Run the tutorial, or classify --predict's pictures; return the exit status."""
-    args = parse_args(argv)  # a bad flag ends here, with argparse's line and status 2
+    args = parse_args(argv)  # a bad flag: argparse's line, and status 2
     if hasattr(sys.stdout, "reconfigure"):  # a terminal or a file, not a notebook
         sys.stdout.reconfigure(errors="backslashreplace")  # for names that the console's code page lacks
     threads = torch.get_num_threads()
-    torch.set_num_threads(1)  # steps on 16 images gain nothing from more: one is as fast, and saves CPU time
+    torch.set_num_threads(1)  # for steps on 16 images, one is as fast as more, and saves CPU time
     try:
         if args.predict:
             status = predict(load_trained_model(args.out_dir / "model.pt"), args.predict, args.out_dir)
@@ -665,7 +665,7 @@ def main(argv=None):
             print(f"Figures, model.pt and metrics.json go to {args.out_dir.resolve()}")
             status = run(args)
         if args.show:
-            plt.show()  # in windows, or in the notebook that runs main()
+            plt.show()  # in windows, or a notebook
         return status
     except (OSError, FloatingPointError) as error:
         print(f"{PROG}: error: {error}", file=sys.stderr)

@@ -120,7 +120,7 @@ def test_the_exercises_give_their_numbers_from_the_readmes_first_block(data_dir,
           best, sum(accuracies[100:]) / 100, losses.index(min(losses)))
     assert losses[-1] > losses[best] and fast["train_loss"][-1] < fast["train_loss"][best]  # over-fitting
     after_200 = sf.evaluate(model, *test_data)[1]
-    model, _ = sf.train_and_plot(train_data, val_data, batches, Path("lr-0.1"), epochs=best + 1, lr=0.1)
+    model, _ = sf.train_and_plot(train_data, val_data, batches, Path("best"), epochs=best + 1, lr=0.1)
     predicted, accuracy, _ = sf.evaluate(model, *test_data)
     check(r"\): (\S+)%, where `model_200` gives (\S+)%", accuracy, after_200)
     counts = sf.confusion_matrix(test_data[1], predicted).fill_diagonal_(0)
