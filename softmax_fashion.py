@@ -9,8 +9,8 @@
 
 # %%
 """A Softmax classifier for Fashion-MNIST images, in PyTorch: a tutorial (README.md)."""
-# Skim this cell: most imports serve appendix B, and IN_NOTEBOOK says whether the `if IN_NOTEBOOK:` cells run (in a
-# notebook: Jupyter, Colab, VS Code), not when the file is imported or run as a program.
+# Skim this cell: most imports serve appendix B. IN_NOTEBOOK is True only in a notebook (Jupyter, Colab, VS Code),
+# where the `if IN_NOTEBOOK:` cells then run.
 import argparse
 import gzip
 import json
@@ -92,8 +92,8 @@ def plot_images(images, labels, title, **imshow_args):
 #
 # Where is the softmax? The model's `forward` (below) returns the logits, and the loss, `nn.CrossEntropyLoss`,
 # applies the softmax itself: so never put one in `forward` too, where it would apply twice. The loss computes
-# log p[y] = z[y] - log(sum(exp(z))), shifted as above, never p[y] alone, which rounds to 0 where the model is
-# sure and wrong (and log 0 is -inf). `predict_proba` applies the softmax, for probabilities.
+# log p[y] = z[y] - log(sum(exp(z))), shifted as above. It never computes p[y] alone: where the model is sure and
+# wrong, p[y] rounds to 0, and log 0 is -inf. `predict_proba` applies the softmax, for probabilities.
 
 # %%
 class SoftmaxClassifier(nn.Module):
@@ -126,9 +126,9 @@ if IN_NOTEBOOK:
 # rate lr; `step()` does `weight -= lr * weight.grad`. *Stochastic*: each step sees a sample of the data. A pass
 # over all of it is an *epoch*. To evaluate, `with torch.no_grad():` records nothing.
 #
-# Datasets usually come in shuffled batches from a `DataLoader`: `DataLoader(TensorDataset(images, labels),
+# An aside: datasets usually come in shuffled batches from a `DataLoader`: `DataLoader(TensorDataset(images, labels),
 # batch_size=16, shuffle=True)`. The original does not shuffle, and here its images sit in one tensor, so
-# `images.split(16)` cuts its batches, and 200 epochs take about 4 s less than with a `DataLoader`. `model.train()`
+# `images.split(16)` cuts its batches; 200 epochs take about 4 s less than with a `DataLoader`. `model.train()`
 # and `model.eval()` switch layers that act otherwise in training, such as dropout (which zeroes inputs at random):
 # this model has none, but every loop calls them.
 
@@ -206,8 +206,8 @@ def train_and_plot(train_data, val_data, batches, out_dir=OUT_DIR, epochs=EPOCHS
                    log_every=10, fit_fn=fit):
     """Train a new model on ``batches`` and draw; return it and its history. ``fit_fn`` is section 3's fit, unless
     the command line's --by-hand passes section 5's (a function is passed as any value is)."""
-    images, labels = train_data  # and out_dir / "samples.png" joins a folder's Path and a name
-    out_dir.mkdir(parents=True, exist_ok=True)
+    images, labels = train_data
+    out_dir.mkdir(parents=True, exist_ok=True)  # and out_dir / "samples.png" joins a Path and a name
     plot_images(images[:10], labels[:10], "The first 10 training images", cmap="gray").savefig(out_dir / "samples.png")
     torch.manual_seed(seed)  # the same random starting weights each run
     model = SoftmaxClassifier().to(images.device)  # where the data is: the CPU, or a GPU
@@ -253,9 +253,9 @@ if IN_NOTEBOOK:  # the first sitting's program, with the original's settings
 # %%
 def follow_one_image(model, image, label):
     """Print one image's logits, softmax, loss and gradient, computed by hand and checked against PyTorch."""
-    # unsqueeze(0): a batch of one image; [0]: its row. backward() fills .grad only for the tensors where autograd's
-    # record starts, the weights; detach() gives logits cut from that record, and requires_grad_() (_: in place)
-    # starts it at them, so that backward() gives the loss's gradient with respect to the logits.
+    # unsqueeze(0): a batch of one image; [0]: its row. So that backward() gives the loss's gradient with respect
+    # to the logits, not the weights: detach() cuts them from autograd's record, and requires_grad_() (_: in place)
+    # starts a new record at them.
     logits = model(image.unsqueeze(0))[0].detach().requires_grad_()
     torch_loss = nn.functional.cross_entropy(logits.unsqueeze(0), label.unsqueeze(0))
     torch_loss.backward()  # puts the loss's gradient in logits.grad
@@ -419,7 +419,7 @@ def classify_picture(model, picture):
 
 def top_classes(probabilities, k=3):
     """'Ankle boot 91%, Sneaker 6%, Sandal 2%': the ``k`` most probable classes."""
-    values, indices = probabilities.topk(k)
+    values, indices = probabilities.topk(k)  # the k largest, and where they are
     return ", ".join(f"{CLASSES[i]} {p:.0%}" for p, i in zip(values.tolist(), indices.tolist()))
 
 
