@@ -71,8 +71,8 @@ def test_a_default_run_prints_every_line_and_gives_every_number_of_the_readme(de
     check(r"and centred: (\S+)%", accuracy(v2.functional.center_crop(v2.functional.resize(pictures, [21, 21]), 28)))
     slices = [sf.evaluate(model, images[i:i + 500], labels[i:i + 500])[1] for i in range(0, 10_000, 500)]
     check(r"model gets from (\S+)% to (\S+)%\.", min(slices), max(slices))
-    boot = model.predict_proba(images[:1])[0]
-    check(r"ankle boot gets (\d+)%, against (\d+)% for sneaker", 100 * boot[9], 100 * boot[7])
+    check(r"ankle boot gets (\d+)%, against (\d+)% for sneaker", *100 * model.predict_proba(images[:1])[0, [9, 7]])
+    check(r"hardest \((\d+) right\)", sf.confusion_matrix(labels, sf.evaluate(model, images, labels)[0])[6, 6])
     check(r"levels off near (\S+) by epoch 100", accuracies["val_loss"][100])
     accuracies = accuracies["val_accuracy"]
     check(r"rises from (\d+)% after the first epoch to (\d+)% by epoch 50, then stays near (\d+)%", accuracies[0],
