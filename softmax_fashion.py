@@ -4,7 +4,7 @@
 # One linear layer scores each class, and the softmax turns the scores into probabilities. This rebuilds
 # "Building a Softmax Classifier for Images in PyTorch" (Machine Learning Mastery), *the original*. Sections 1
 # to 4, its lesson, are the first sitting, 5 to 7 the second; the appendices are reference. A tensor is
-# PyTorch's array; its `dim` is NumPy's axis. Each `# %%` line starts a notebook cell (`[markdown]`: of text).
+# PyTorch's array; its `dim` is NumPy's axis. Each `# %%` line starts a notebook cell; `# %% [markdown]`, text.
 
 # %%
 """A Softmax classifier for Fashion-MNIST images, in PyTorch: a tutorial (README.md)."""
@@ -49,7 +49,8 @@ def load_fashion_mnist(data_dir, train=True, count=None):
     """The first ``count`` images (all if None) of the training or test split, as rows of 784 numbers from 0
     (black) to 1 (white), and their class numbers."""
     dataset = datasets.FashionMNIST(data_dir, train=train, download=True)  # downloads only once
-    # data: 0 to 255; flatten(start_dim=1) is NumPy's reshape(n, -1), 28 x 28 to a row of 784; float: decimals
+    # data: N x 28 x 28 whole numbers, 0 to 255; targets: N class numbers. flatten(start_dim=1) is NumPy's
+    # reshape(n, -1), 28 x 28 to a row of 784; float: decimals
     return dataset.data[:count].flatten(start_dim=1).float() / 255, dataset.targets[:count]
 
 
@@ -60,7 +61,7 @@ def train_val_split(images, labels, val_size=VAL_SIZE):
 
 def plot_images(images, labels, title, **imshow_args):
     """Ten images, titled with their classes; ``imshow_args``, any more keyword arguments, go to imshow."""
-    fig, axes = plt.subplots(2, 5, figsize=(10, 4.6), layout="constrained")  # constrained: no overlaps
+    fig, axes = plt.subplots(2, 5, figsize=(10, 4.6), layout="constrained")  # constrained: titles fit
     for ax, image, label in zip(axes.flat, images.cpu(), labels):  # cpu(): from a GPU, if there
         ax.imshow(image.view(IMAGE_SIDE, IMAGE_SIDE).numpy(), **imshow_args)  # view: NumPy's reshape
         ax.set_title(CLASSES[label])
@@ -84,14 +85,14 @@ def plot_images(images, labels, title, **imshow_args):
 # Worked by hand, for three classes: logits z = (2, 1, 0), true class y = 0.
 # - Softmax: p = exp(z) / sum(exp(z)) = (7.389, 2.718, 1) / 11.107, so p = (0.665, 0.245, 0.090). Computed as
 #   exp(z - 2) = (1, 0.368, 0.135) over their sum, 1.503, p is the same (top and bottom are divided by exp(2)),
-#   and exp cannot overflow: subtracting the largest logit first is how PyTorch computes it.
+#   and exp cannot overflow (exp(1000) is inf): PyTorch subtracts the largest logit first.
 # - Cross-entropy loss: -log p[y] = -log 0.665 = 0.41 (the natural log): near 0 when the true class gets a
 #   probability near 1, large when it gets little. Training lowers it; section 5 works out how, by hand.
 #
 # Where is the softmax? `forward` (below) returns the logits, and the loss, `nn.CrossEntropyLoss`, applies the
-# softmax itself: never put one in `forward` too. It computes log p[y] as z[y] - log(sum(exp(z))), shifted as
-# above: p[y] alone rounds to 0 where the model is sure and wrong, and log 0 is -inf. `predict_proba` applies the
-# softmax, for probabilities.
+# softmax itself: never put one in `forward` too, where a second softmax would flatten the probabilities and
+# slow learning. It computes log p[y] as z[y] - log(sum(exp(z))), shifted as above: p[y] alone rounds to 0 where
+# the model is sure and wrong, and log 0 is -inf. `predict_proba` applies the softmax, for probabilities.
 
 # %%
 class SoftmaxClassifier(nn.Module):
@@ -106,7 +107,7 @@ class SoftmaxClassifier(nn.Module):
     def predict_proba(self, images):
         """Class probabilities, N x 10, each row adding up to 1."""
         with torch.no_grad():  # no record for backward() (section 3): we only evaluate
-            return torch.softmax(self(images), dim=1)
+            return torch.softmax(self(images), dim=1)  # self(images): model(images)
 
 
 # %%
@@ -118,11 +119,16 @@ if IN_NOTEBOOK:
 #
 # PyTorch records each computation with the model's weights, so that `loss.backward()` can work back through
 # it and add to each weight's `.grad` its gradient, how fast the loss grows with that weight: this is *autograd*.
-# Training takes steps of stochastic gradient descent (SGD), each on a batch of 16 images: clear the old
-# gradients (backward adds to them), compute the batch's mean loss, let `backward` compute the gradients, and
-# step: the optimizer, `torch.optim.SGD(model.parameters(), lr=0.01)`, holds the weight and bias and the learning
-# rate lr; `step()` does `weight -= lr * weight.grad`. *Stochastic*: each step sees a sample of the data. A pass
-# over all of it is an *epoch*. To evaluate, `with torch.no_grad():` records nothing.
+# Training takes steps of stochastic gradient descent (SGD), each on a batch of 16 images. The optimizer,
+# `torch.optim.SGD(model.parameters(), lr=0.01)`, holds the weight and bias and the learning rate lr. A step:
+#
+# 1. `optimizer.zero_grad()` clears the old gradients (backward adds to them);
+# 2. the loss function gives the batch's mean loss;
+# 3. `loss.backward()` computes the gradients;
+# 4. `optimizer.step()` does `weight -= lr * weight.grad`, and the same for the bias.
+#
+# *Stochastic*: each step sees a sample of the data. A pass over all of it is an *epoch*. To evaluate,
+# `with torch.no_grad():` records nothing.
 #
 # An aside: batches usually come shuffled from `DataLoader(TensorDataset(images, labels), batch_size=16,
 # shuffle=True)`. The original does not shuffle, so `images.split(16)` cuts its batches, 4 s faster over 200
@@ -203,7 +209,7 @@ def train_and_plot(train_data, val_data, batches, out_dir=OUT_DIR, epochs=EPOCHS
     """Train a new model on ``batches`` and draw; return it and its history. ``fit_fn``: section 3's fit, unless
     --by-hand passes another."""
     images, labels = train_data
-    out_dir.mkdir(parents=True, exist_ok=True)  # and out_dir / "samples.png" joins a Path and a name
+    out_dir.mkdir(parents=True, exist_ok=True)  # below, out_dir / "samples.png" joins a Path and a name
     plot_images(images[:10], labels[:10], "The first 10 training images", cmap="gray").savefig(out_dir / "samples.png")
     torch.manual_seed(seed)  # the same random starting weights each run
     model = SoftmaxClassifier().to(images.device)  # where the data is: the CPU, or a GPU
@@ -236,7 +242,7 @@ if IN_NOTEBOOK:  # the first sitting's program, with the original's settings
 # loss is -log(exp(z[y]) / s) = log(s) - z[y]. The derivative of exp is exp, that of log(s) is 1 / s, and rates
 # multiply along a chain (the chain rule):
 #
-#     d log(s) / d z[i] = exp(z[i]) / s = p[i]
+#     d log(s) / d z[i] = (1 / s) d s / d z[i] = exp(z[i]) / s = p[i]    (of s's terms, only exp(z[i]) holds z[i])
 #     d z[y] / d z[i]   = one_hot(y)[i]        (1 if i = y, else 0)
 #
 # so g = p - one_hot(y), here (-0.335, 0.245, 0.090). As z[i] is the sum over pixels j of weight[i, j] x[j],
@@ -244,13 +250,15 @@ if IN_NOTEBOOK:  # the first sitting's program, with the original's settings
 # gradient: as g[y] = p[y] - 1, the true class's row gains lr (1 - p[y]) x, moving its template towards the
 # image, and each other row i loses lr p[i] x.
 #
-# `train_epoch_by_hand` trains with it, and so does `python softmax_fashion.py --by-hand`.
+# `train_epoch_by_hand` trains with it; `python softmax_fashion.py --by-hand` uses it, through appendix B's
+# `fit_by_hand`.
 
 # %%
 def follow_one_image(model, image, label):
     """Print one image's logits, softmax, loss and gradient, computed by hand and checked against PyTorch."""
-    # unsqueeze(0): a batch of one image; [0]: its row. For the gradient with respect to the logits, not the
-    # weights, detach() cuts them from autograd's record and requires_grad_() (_: in place) starts one at them.
+    # unsqueeze(0): a batch of one image; [0]: its row. So that backward() fills logits.grad, detach() cuts the
+    # logits from autograd's record, which starts at the weights, and requires_grad_() (_: in place) starts a new
+    # record at them.
     logits = model(image.unsqueeze(0))[0].detach().requires_grad_()
     torch_loss = nn.functional.cross_entropy(logits.unsqueeze(0), label.unsqueeze(0))
     torch_loss.backward()  # puts the loss's gradient in logits.grad
@@ -265,7 +273,7 @@ def follow_one_image(model, image, label):
         torch.testing.assert_close(gradient, logits.grad)
     y = label.item()
     print(f"One validation image, a {CLASSES[y]} (class {y}), by hand; PyTorch's numbers are the same:")
-    for name, values in ("logits z", logits), ("softmax p", probabilities), ("gradient p - one_hot", gradient):
+    for name, values in [("logits z", logits), ("softmax p", probabilities), ("gradient p - one_hot", gradient)]:
         print(f"  {name:22}", " ".join(f"{value:7.2f}" for value in values.tolist()))
     print(f"  loss -log p[{y}] = -log {probabilities[y]:.3f} = {loss:.3f}")
 
@@ -279,7 +287,8 @@ def train_epoch_by_hand(model, batches, loss_fn, optimizer):
             logits = model(images)
             # g, N x 10: each image's p - one_hot(y), divided by N, as the loss is the batch's mean
             g = (torch.softmax(logits, dim=1) - nn.functional.one_hot(labels, len(CLASSES))) / len(labels)
-            model.linear.weight.grad = g.T @ images  # row i: the sum of g[n, i] times image n; set, so no zero_grad
+            # (10 x N) @ (N x 784): row i is the sum of g[n, i] times image n. Set, not added: no zero_grad.
+            model.linear.weight.grad = g.T @ images
             model.linear.bias.grad = g.sum(dim=0)
             optimizer.step()  # weight -= lr * weight.grad, as after backward()
             total_loss += loss_fn(logits, labels).item() * len(labels)
@@ -295,8 +304,8 @@ if IN_NOTEBOOK:
 # ## 6. The test set, the confusions, and saving
 #
 # Chance moves an accuracy a on n images by about sqrt(a (1 - a) / n) (its standard deviation): 1.6 points on
-# 500 images, 0.4 on 10,000. And an accuracy used to choose settings, as in exercise 4, is optimistic. So the
-# final score comes from the 10,000 test images, used only here.
+# 500 images, 0.4 on 10,000. And an accuracy used to choose settings, as in exercise 4, is optimistic: the best
+# of many noisy scores is partly luck. So the final score comes from the 10,000 test images, used only here.
 #
 # A model is saved as its `state_dict`, its learned tensors by name. To load it, make a new model and give it
 # those. `test_and_save`, the second sitting's program, runs after appendix A, which draws its figures.
@@ -362,7 +371,7 @@ def read_picture(path):
 def prepare_picture(picture):
     """A picture tensor, C x H x W (C: 1 grey or 3 colours), as a Fashion-MNIST image: 1 x 28 x 28, in [0, 1]."""
     picture = v2.functional.to_dtype(picture, torch.float32, scale=True)  # 0..255 to 0..1; floats stay
-    background = picture[:, [0, 0, -1, -1], [0, -1, 0, -1]].median(dim=1).values  # the 4 corners' median colour
+    background = picture[:, [0, 0, -1, -1], [0, -1, 0, -1]].median(dim=1).values  # the 4 corners' median
     # 1. Trim the edges of the background's colour, give or take a JPEG's noise.
     rows, cols = torch.where((picture - background[:, None, None]).abs().amax(dim=0) > 0.1)
     if len(rows):
@@ -371,7 +380,8 @@ def prepare_picture(picture):
     height, width = picture.shape[1:]
     size = [max(1, IMAGE_SIDE * side // max(height, width)) for side in (height, width)]
     picture = v2.functional.resize(picture, size, antialias=True)
-    # 3. Sharpen, by the factor that best restored test images enlarged like photos. clamp: NumPy's clip.
+    # 3. Sharpen, by 2: of the factors tried, it best restored test images enlarged as photos are, then shrunk.
+    #    clamp: NumPy's clip.
     picture = v2.functional.adjust_sharpness(picture.clamp(0, 1), sharpness_factor=2)
     # 4. Extend to 28 x 28 with the background, centred (an odd margin's extra pixel left or on top, as in the
     #    dataset). pad takes [left, top, right, bottom].
@@ -580,8 +590,7 @@ def predict(model, paths, out_dir):
         print(f"{name}: {top_classes(probabilities)}")
         if len(shown) < PICTURES_SHOWN:
             shown.append((name, picture, image, probabilities))
-    if shown:
-        out_dir.mkdir(parents=True, exist_ok=True)
+    if shown:  # out_dir exists: model.pt came from it
         plot_pictures(shown).savefig(out_dir / "predict.png")
     elif not failed:
         raise OSError(f"no picture files in {', '.join(map(str, paths))}")
@@ -635,7 +644,7 @@ def parse_args(argv=None):
 
 
 def main(argv=None):
-    """Run the tutorial, or classify --predict's pictures; return the exit status: for a user's mistake, 1 line."""
+    """Run the tutorial, or classify --predict's pictures; return the exit status. A user's mistake: one line."""
     args = parse_args(argv)  # a bad flag: argparse's line, and status 2
     if hasattr(sys.stdout, "reconfigure"):  # a terminal or a file, not a notebook
         sys.stdout.reconfigure(errors="backslashreplace")  # for names that the console's code page lacks
@@ -654,9 +663,6 @@ def main(argv=None):
     except (OSError, FloatingPointError) as error:
         print(f"{PROG}: error: {error}", file=sys.stderr)
         return 1
-    except KeyboardInterrupt:  # Ctrl-C outside training
-        print("Interrupted.", file=sys.stderr)
-        return 130
     finally:
         plt.close("all")
         torch.set_num_threads(threads)
