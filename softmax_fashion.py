@@ -85,14 +85,14 @@ def plot_images(images, labels, title, **imshow_args):
 # Worked by hand, for three classes: logits z = (2, 1, 0), true class y = 0.
 # - Softmax: p = exp(z) / sum(exp(z)) = (7.389, 2.718, 1) / 11.107, so p = (0.665, 0.245, 0.090). Computed as
 #   exp(z - 2) = (1, 0.368, 0.135) over their sum, 1.503, p is the same (top and bottom are divided by exp(2)),
-#   and exp cannot overflow (exp(1000) is inf): PyTorch subtracts the largest logit first.
+#   and exp cannot overflow, as exp(1000) would (to inf): PyTorch subtracts the largest logit first.
 # - Cross-entropy loss: -log p[y] = -log 0.665 = 0.41 (the natural log): near 0 when the true class gets a
 #   probability near 1, large when it gets little. Training lowers it; section 5 works out how, by hand.
 #
-# Where is the softmax? `forward` (below) returns the logits, and the loss, `nn.CrossEntropyLoss`, applies the
-# softmax itself: never put one in `forward` too, where a second softmax would flatten the probabilities and
-# slow learning. It computes log p[y] as z[y] - log(sum(exp(z))), shifted as above: p[y] alone rounds to 0 where
-# the model is sure and wrong, and log 0 is -inf. `predict_proba` applies the softmax, for probabilities.
+# Where is the softmax? `forward` (below) returns the logits, and the loss, `nn.CrossEntropyLoss`, applies the softmax
+# itself: never put one in `forward` too, where a second softmax would squash the probabilities towards equal and slow
+# learning. The loss computes log p[y] as z[y] - log(sum(exp(z))), shifted as above: p[y] alone rounds to 0 where the
+# model is sure and wrong, and log 0 is -inf. `predict_proba` applies the softmax, for probabilities.
 
 # %%
 class SoftmaxClassifier(nn.Module):
@@ -120,7 +120,7 @@ if IN_NOTEBOOK:
 # PyTorch records each computation with the model's weights, so that `loss.backward()` can work back through
 # it and add to each weight's `.grad` its gradient, how fast the loss grows with that weight: this is *autograd*.
 # Training takes steps of stochastic gradient descent (SGD), each on a batch of 16 images. The optimizer,
-# `torch.optim.SGD(model.parameters(), lr=0.01)`, holds the weight and bias and the learning rate lr. A step:
+# `torch.optim.SGD(model.parameters(), lr=0.01)`, holds the weight and bias (the parameters) and the rate lr. A step:
 #
 # 1. `optimizer.zero_grad()` clears the old gradients (backward adds to them);
 # 2. the loss function gives the batch's mean loss;
@@ -245,10 +245,10 @@ if IN_NOTEBOOK:  # the first sitting's program, with the original's settings
 #     d log(s) / d z[i] = (1 / s) d s / d z[i] = exp(z[i]) / s = p[i]    (of s's terms, only exp(z[i]) holds z[i])
 #     d z[y] / d z[i]   = one_hot(y)[i]        (1 if i = y, else 0)
 #
-# so g = p - one_hot(y), here (-0.335, 0.245, 0.090). As z[i] is the sum over pixels j of weight[i, j] x[j],
-# plus bias[i], row i of `weight.grad` is g[i] times x, and `bias.grad` is g. A step subtracts lr times the
-# gradient: as g[y] = p[y] - 1, the true class's row gains lr (1 - p[y]) x, moving its template towards the
-# image, and each other row i loses lr p[i] x.
+# so g = p - one_hot(y), here (-0.335, 0.245, 0.090). As z[i] is the sum over pixels j of weight[i, j] x[j], plus
+# bias[i], d z[i] / d weight[i, j] = x[j]: row i of `weight.grad` is g[i] times x, and `bias.grad` is g. A step
+# subtracts lr times the gradient: as g[y] = p[y] - 1, the true class's row gains lr (1 - p[y]) x, moving its template
+# towards the image, and each other row i loses lr p[i] x.
 #
 # `train_epoch_by_hand` trains with it; `python softmax_fashion.py --by-hand` uses it, through appendix B's
 # `fit_by_hand`.
@@ -256,9 +256,9 @@ if IN_NOTEBOOK:  # the first sitting's program, with the original's settings
 # %%
 def follow_one_image(model, image, label):
     """Print one image's logits, softmax, loss and gradient, computed by hand and checked against PyTorch."""
-    # unsqueeze(0): a batch of one image; [0]: its row. So that backward() fills logits.grad, detach() cuts the
-    # logits from autograd's record, which starts at the weights, and requires_grad_() (_: in place) starts a new
-    # record at them.
+    # unsqueeze(0): a batch of one image; [0]: its row. backward() fills .grad where autograd's record starts: at
+    # the weights. For logits.grad, detach() cuts the logits from that record, and requires_grad_() (_: in place)
+    # starts a new one at the logits.
     logits = model(image.unsqueeze(0))[0].detach().requires_grad_()
     torch_loss = nn.functional.cross_entropy(logits.unsqueeze(0), label.unsqueeze(0))
     torch_loss.backward()  # puts the loss's gradient in logits.grad
@@ -303,9 +303,9 @@ if IN_NOTEBOOK:
 # %% [markdown]
 # ## 6. The test set, the confusions, and saving
 #
-# Chance moves an accuracy a on n images by about sqrt(a (1 - a) / n) (its standard deviation): 1.6 points on
-# 500 images, 0.4 on 10,000. And an accuracy used to choose settings, as in exercise 4, is optimistic: the best
-# of many noisy scores is partly luck. So the final score comes from the 10,000 test images, used only here.
+# Chance moves an accuracy a (a fraction: 0.84) on n images by about sqrt(a (1 - a) / n) (its standard deviation): 1.6
+# points on 500 images, 0.4 on 10,000. And an accuracy used to choose settings, as in exercise 4, is optimistic: the
+# best of many noisy scores is partly luck. So the final score comes from the 10,000 test images, used only here.
 #
 # A model is saved as its `state_dict`, its learned tensors by name. To load it, make a new model and give it
 # those. `test_and_save`, the second sitting's program, runs after appendix A, which draws its figures.
@@ -355,16 +355,13 @@ LARGEST_SIDE = 1024  # larger pictures are reduced first
 
 def read_picture(path):
     """A picture file's first frame as a 3 x H x W tensor (colour channels first) of whole numbers, 0 to 255:
-    upright, transparent parts white, at most LARGEST_SIDE pixels a side."""
-    try:
-        with Image.open(path) as image:
-            image.thumbnail((LARGEST_SIDE, LARGEST_SIDE), reducing_gap=None)  # reduce() can't do 16 bits
-            image = ImageOps.exif_transpose(image)  # as the camera was held
-            if image.mode.startswith("I;16"):  # 16-bit grey: convert() would clip it, not scale it
-                image = image.convert("I").point(lambda value: value / 257).convert("L")
-            picture = Image.alpha_composite(Image.new("RGBA", image.size, "white"), image.convert("RGBA"))
-    except (OSError, ValueError, SyntaxError, Image.DecompressionBombError) as error:  # damaged, or no picture
-        raise OSError(f"cannot read {path}: {getattr(error, 'strerror', None) or error}") from None
+    upright, transparent parts white, at most LARGEST_SIDE pixels a side. Pillow raises an error where it can't."""
+    with Image.open(path) as image:
+        image.thumbnail((LARGEST_SIDE, LARGEST_SIDE), reducing_gap=None)  # reduce() can't do 16 bits
+        image = ImageOps.exif_transpose(image)  # as the camera was held
+        if image.mode.startswith("I;16"):  # 16-bit grey: convert() would clip it, not scale it
+            image = image.convert("I").point(lambda value: value / 257).convert("L")
+        picture = Image.alpha_composite(Image.new("RGBA", image.size, "white"), image.convert("RGBA"))
     return v2.functional.pil_to_tensor(picture.convert("RGB"))
 
 
@@ -372,7 +369,8 @@ def prepare_picture(picture):
     """A picture tensor, C x H x W (C: 1 grey or 3 colours), as a Fashion-MNIST image: 1 x 28 x 28, in [0, 1]."""
     picture = v2.functional.to_dtype(picture, torch.float32, scale=True)  # 0..255 to 0..1; floats stay
     background = picture[:, [0, 0, -1, -1], [0, -1, 0, -1]].median(dim=1).values  # the 4 corners' median
-    # 1. Trim the edges of the background's colour, give or take a JPEG's noise.
+    # 1. Trim the edges of the background's colour, give or take a JPEG's noise. torch.where(condition): the rows
+    #    and columns of the pixels that differ in any channel (amax over dim 0, the channels) from the background.
     rows, cols = torch.where((picture - background[:, None, None]).abs().amax(dim=0) > 0.1)
     if len(rows):
         picture = picture[:, rows.min():rows.max() + 1, cols.min():cols.max() + 1]
@@ -380,7 +378,7 @@ def prepare_picture(picture):
     height, width = picture.shape[1:]
     size = [max(1, IMAGE_SIDE * side // max(height, width)) for side in (height, width)]
     picture = v2.functional.resize(picture, size, antialias=True)
-    # 3. Sharpen, by 2: of the factors tried, it best restored test images enlarged as photos are, then shrunk.
+    # 3. Sharpen, by the factor, 2, that best restored test images enlarged (as photos are) and then shrunk.
     #    clamp: NumPy's clip.
     picture = v2.functional.adjust_sharpness(picture.clamp(0, 1), sharpness_factor=2)
     # 4. Extend to 28 x 28 with the background, centred (an odd margin's extra pixel left or on top, as in the
@@ -581,8 +579,8 @@ def predict(model, paths, out_dir):
     for path in picture_files(paths):
         try:
             picture = read_picture(path)
-        except OSError as error:
-            print(f"{PROG}: error: {error}", file=sys.stderr)
+        except (OSError, ValueError, SyntaxError, Image.DecompressionBombError) as error:  # damaged, or no picture
+            print(f"{PROG}: error: cannot read {path}: {getattr(error, 'strerror', None) or error}", file=sys.stderr)
             failed += 1
             continue
         image, probabilities = classify_picture(model, picture)
