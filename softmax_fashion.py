@@ -112,13 +112,15 @@ class SoftmaxClassifier(nn.Module):
 
 # %%
 if IN_NOTEBOOK:
-    print(SoftmaxClassifier())
+    print(SoftmaxClassifier())  # its layers: Linear(in_features=784, out_features=10, bias=True)
 
 # %% [markdown]
 # ## 3. Train the model
 #
 # PyTorch records each computation with the model's weights, so that `loss.backward()` can work back through
 # it and add to each weight's `.grad` its gradient, how fast the loss grows with that weight: this is *autograd*.
+# Its record starts at the tensors that ask for a gradient (`requires_grad`), as `nn.Linear`'s weight and bias do;
+# only they get a `.grad`, and results such as the logits do not.
 # Training takes steps of stochastic gradient descent (SGD), each on a batch of 16 images. The optimizer,
 # `torch.optim.SGD(model.parameters(), lr=0.01)`, holds the weight and bias (the parameters) and the rate lr. A step:
 #
@@ -242,7 +244,7 @@ if IN_NOTEBOOK:  # the first sitting's program, with the original's settings
 # loss is -log(exp(z[y]) / s) = log(s) - z[y]. The derivative of exp is exp, that of log(s) is 1 / s, and rates
 # multiply along a chain (the chain rule):
 #
-#     d log(s) / d z[i] = (1 / s) d s / d z[i] = exp(z[i]) / s = p[i]    (of s's terms, only exp(z[i]) holds z[i])
+#     d log(s) / d z[i] = (1 / s) (d s / d z[i]) = exp(z[i]) / s = p[i]  (of s's terms, only exp(z[i]) holds z[i])
 #     d z[y] / d z[i]   = one_hot(y)[i]        (1 if i = y, else 0)
 #
 # so g = p - one_hot(y), here (-0.335, 0.245, 0.090). As z[i] is the sum over pixels j of weight[i, j] x[j], plus
@@ -256,9 +258,8 @@ if IN_NOTEBOOK:  # the first sitting's program, with the original's settings
 # %%
 def follow_one_image(model, image, label):
     """Print one image's logits, softmax, loss and gradient, computed by hand and checked against PyTorch."""
-    # unsqueeze(0): a batch of one image; [0]: its row. backward() fills .grad where autograd's record starts: at
-    # the weights. For logits.grad, detach() cuts the logits from that record, and requires_grad_() (_: in place)
-    # starts a new one at the logits.
+    # unsqueeze(0): a batch of one image; [0]: its row. For logits.grad (section 3: only where the record starts),
+    # detach() cuts the logits from the weights' record, and requires_grad_() (_: in place) starts one at them.
     logits = model(image.unsqueeze(0))[0].detach().requires_grad_()
     torch_loss = nn.functional.cross_entropy(logits.unsqueeze(0), label.unsqueeze(0))
     torch_loss.backward()  # puts the loss's gradient in logits.grad

@@ -73,10 +73,10 @@ def test_a_default_run_prints_every_line_and_gives_every_number_of_the_readme(de
     check(r"model gets from (\S+)% to (\S+)%\.", min(slices), max(slices))
     check(r"ankle boot gets (\d+)%, against (\d+)% for sneaker", *100 * model.predict_proba(images[:1])[0, [9, 7]])
     check(r"hardest \((\d+) right\)", sf.confusion_matrix(labels, sf.evaluate(model, images, labels)[0])[6, 6])
-    check(r"near (\S+) by epoch 100: .*? by (\S+) from its lowest", (v := accuracies["val_loss"])[100], v[199] - min(v))
+    check(r"near (\S+) by epoch 100: .*? (\S+) above its lowest", (v := accuracies["val_loss"])[100], v[199] - min(v))
     accuracies = accuracies["val_accuracy"]
-    check(r"rises from (\d+)% after the first epoch to (\d+)% by epoch 50, then stays near (\d+)%", accuracies[0],
-          accuracies[50], sum(accuracies[50:]) / 150)
+    check(r"rises from (\d+)% after the first epoch to (\d+)% by epoch 50, then creeps up to (\d+)%", accuracies[0],
+          accuracies[50], sum(accuracies[150:]) / 50)
     use = re.findall(r"```python\n(.*?)```", README, re.S)[1]  # the README's use of a model, in a folder laid out
     (default_run[1].parent / "docs").mkdir()  # as this one after a default run
     (default_run[1].parent / "docs" / "boot.png").write_bytes((REPO / "docs" / "boot.png").read_bytes())
