@@ -122,7 +122,8 @@ if IN_NOTEBOOK:
 # Its record starts at the tensors that ask for a gradient (`requires_grad`), as `nn.Linear`'s weight and bias do;
 # only they get a `.grad`, and results such as the logits do not.
 # Training takes steps of stochastic gradient descent (SGD), each on a batch of 16 images. The optimizer,
-# `torch.optim.SGD(model.parameters(), lr=0.01)`, holds the weight and bias (the parameters) and the rate lr. A step:
+# `torch.optim.SGD(model.parameters(), lr=0.01)`, holds the weight and bias (the parameters) and the *learning
+# rate* lr, which sets how large a step is. A step:
 #
 # 1. `optimizer.zero_grad()` clears the old gradients (backward adds to them);
 # 2. the loss function gives the batch's mean loss;
@@ -280,7 +281,7 @@ def follow_one_image(model, image, label):
 
 
 def train_epoch_by_hand(model, batches, loss_fn, optimizer):
-    """train_epoch(), with the gradients above in place of backward(): the same weights, in half the time."""
+    """train_epoch(), with the gradients above in place of backward(): the same weights, in less than half the time."""
     model.train()
     total_loss, seen = 0.0, 0
     with torch.no_grad():  # nothing to record: we compute the gradients
@@ -379,7 +380,7 @@ def prepare_picture(picture):
     height, width = picture.shape[1:]
     size = [max(1, IMAGE_SIDE * side // max(height, width)) for side in (height, width)]
     picture = v2.functional.resize(picture, size, antialias=True)
-    # 3. Sharpen, by the factor, 2, that best restored test images enlarged (as photos are) and then shrunk.
+    # 3. Sharpen by a factor of 2, which best restored test images that had been enlarged, as photos are, and shrunk.
     #    clamp: NumPy's clip.
     picture = v2.functional.adjust_sharpness(picture.clamp(0, 1), sharpness_factor=2)
     # 4. Extend to 28 x 28 with the background, centred (an odd margin's extra pixel left or on top, as in the
