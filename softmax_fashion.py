@@ -41,7 +41,7 @@ IN_NOTEBOOK = __name__ == "__main__" and "ipykernel" in sys.modules and Path(sys
 CLASSES = ("T-shirt/top", "Trouser", "Pullover", "Dress", "Coat",  # classes 0 to 9
            "Sandal", "Shirt", "Sneaker", "Bag", "Ankle boot")
 IMAGE_SIDE = 28
-SUBSET_SIZE, VAL_SIZE = 4000, 500  # 4,000 images: 3,500 to train on, then 500 to validate
+SUBSET_SIZE, VAL_SIZE = 4000, 500  # 3,500 images to train on, then 500 to validate
 DATA_DIR, OUT_DIR = Path("data"), Path("outputs")  # in the folder it runs in
 
 
@@ -96,8 +96,10 @@ def plot_images(images, labels, title, **imshow_args):
 
 # %%
 class SoftmaxClassifier(nn.Module):
+    """One linear layer. nn.Module, PyTorch's base class for models: layers made in __init__, used in forward."""
+
     def __init__(self, n_inputs=784, n_classes=10):
-        super().__init__()  # lets nn.Module keep track of the layers added below
+        super().__init__()  # nn.Module's own set-up, first
         self.linear = nn.Linear(n_inputs, n_classes)
 
     def forward(self, images):
@@ -173,7 +175,7 @@ def evaluate(model, images, labels):
 
 def fit(model, batches, val_data, loss_fn, optimizer, epochs, history, log_every=10):
     """Train for ``epochs`` passes over ``batches``, adding each epoch's training loss, and validation loss and
-    accuracy on ``val_data`` (images, labels), to ``history``: the caller's, kept if Ctrl-C stops fit."""
+    accuracy on ``val_data``, to ``history``: the caller's, kept if Ctrl-C stops fit."""
     for epoch in range(epochs):
         train_loss = train_epoch(model, batches, loss_fn, optimizer)
         _, val_accuracy, val_loss = evaluate(model, *val_data)  # *: the pair's two items, as two arguments
@@ -194,7 +196,7 @@ def fit(model, batches, val_data, loss_fn, optimizer, epochs, history, log_every
 #
 # `train_and_plot` is the first sitting's program: ten images, a seeded model, `fit`, the curves, each figure
 # saved with `fig.savefig`. The command line runs it with its flags, the cell below with the original's settings.
-# Ctrl-C (a notebook's stop button) ends training early, and the program goes on.
+# Ctrl-C (a notebook's stop button) ends training early; the program goes on.
 
 # %%
 def plot_curves(curves, title):
