@@ -61,7 +61,8 @@ def train_val_split(images, labels, val_size=VAL_SIZE):
 
 def plot_images(images, labels, title, **imshow_args):
     """Ten images, titled with their classes; ``imshow_args``, any more keyword arguments, go to imshow."""
-    fig, axes = plt.subplots(2, 5, figsize=(10, 4.6), layout="constrained")  # constrained: titles fit
+    fig, axes = plt.subplots(2, 5, figsize=(10, 4.6))
+    fig.subplots_adjust(left=0.02, right=0.98, bottom=0.03, top=0.85, hspace=0.25)  # margins, as fractions of it
     for ax, image, label in zip(axes.flat, images.cpu(), labels):  # cpu(): from a GPU, if there
         ax.imshow(image.view(IMAGE_SIDE, IMAGE_SIDE).numpy(), **imshow_args)  # view: NumPy's reshape
         ax.set_title(CLASSES[label])
@@ -283,7 +284,7 @@ def follow_one_image(model, image, label):
 
 
 def train_epoch_by_hand(model, batches, loss_fn, optimizer):
-    """train_epoch(), with the gradients above in place of backward(): the same weights, in less than half the time."""
+    """train_epoch(), with the gradients above in place of backward(): the same weights, in two thirds of the time."""
     model.train()
     total_loss, seen = 0.0, 0
     with torch.no_grad():  # nothing to record: we compute the gradients
@@ -425,7 +426,8 @@ def plot_weights(weight):
     limit = weight.abs().max().item()
     fig = plot_images(weight.detach(), range(len(CLASSES)), "Learned weights per class: red where a light pixel "
                       "raises the class's score, blue where it lowers it", cmap="RdBu_r", vmin=-limit, vmax=limit)
-    fig.colorbar(fig.axes[0].images[0], ax=fig.axes, shrink=0.8, label="weight")
+    fig.subplots_adjust(right=0.86)  # room for the colour bar
+    fig.colorbar(fig.axes[0].images[0], cax=fig.add_axes((0.89, 0.1, 0.02, 0.68)), label="weight")
     return fig
 
 
